@@ -1,0 +1,24 @@
+"""Multi-device checks, each in a subprocess with 8 fake CPU devices."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+HERE = pathlib.Path(__file__).parent
+
+
+def run_script(name: str, timeout: int = 600) -> str:
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, str(HERE / name)], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout
+
+
+@pytest.mark.multidevice
+def test_transforms_sharded_equal_single_device():
+    assert "SHARDED_OK" in run_script("_transforms_sharded.py")
