@@ -209,12 +209,18 @@ def _init_tracker(part: comp_lib.Partition) -> _Tracked:
     )
 
 
-def _track(cfg: _Config, part: comp_lib.Partition, grads: Any, s: _Tracked) -> _Tracked:
-    """One tracker step: EMA of norm shares, then (maybe) a mask/LR refresh."""
+def _track(
+    cfg: _Config, part: comp_lib.Partition, grads: Any, s: _Tracked, observe: Any = True
+) -> _Tracked:
+    """One tracker step: EMA of norm shares, then (maybe) a mask/LR refresh.
+
+    ``observe=False`` (a sparse step whose gradient omits frozen components) keeps the
+    residuals as they are; the step still counts and may refresh from the kept residuals.
+    """
     sq = part.sq_norms(grads)
     finite = jnp.all(jnp.isfinite(sq))
     norms = jnp.sqrt(jnp.where(finite, sq, 0.0))
-    total = jnp.sum(norms)
+    total = jnp.sum(norms) * jnp.asarray(observe, jnp.float32)
     share = norms / jnp.where(total > 0, total, 1.0)
     residuals = jnp.where(
         total > 0, cfg.alpha * s.residuals + (1.0 - cfg.alpha) * share, s.residuals
@@ -285,7 +291,9 @@ def residual_mask(
     ``r(0) = 1/C``; an all-zero gradient leaves ``r`` unchanged; a non-finite gradient leaves
     the state unchanged and counts in ``skipped`` (its updates pass through scaled; use
     ``optax.apply_if_finite`` to drop them). The mask and multipliers refreshed at a step are
-    applied to that step's gradient.
+    applied to that step's gradient. The extra argument ``rgft_observe=False`` (passed by
+    the training loop on *sparse* steps, whose gradients omit frozen components) keeps the
+    residuals unchanged for that step.
 
     Args:""" + _DOC_ARGS + r"""
 
@@ -316,10 +324,10 @@ def residual_mask(
         _check_k(cfg, part)
         return ResidualMaskState(*_init_tracker(part))
 
-    def update_fn(updates, state, params=None, **extra_args):
+    def update_fn(updates, state, params=None, *, rgft_observe=True, **extra_args):
         del params, extra_args
         part = comp_lib.resolve(partition, updates, argname="partition (vs updates)")
-        t = _track(cfg, part, updates, _Tracked(*state))
+        t = _track(cfg, part, updates, _Tracked(*state), rgft_observe)
         return _apply(part, updates, t.mask, t.lr_scale), ResidualMaskState(*t)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -380,9 +388,9 @@ def residual_guided(
         _check_k(cfg, part)
         return ResidualGuidedState(*_init_tracker(part), inner_state=inner.init(params))
 
-    def update_fn(updates, state, params=None, **extra_args):
+    def update_fn(updates, state, params=None, *, rgft_observe=True, **extra_args):
         part = comp_lib.resolve(partition, updates, argname="partition (vs updates)")
-        t = _track(cfg, part, updates, _Tracked(*state[:5]))
+        t = _track(cfg, part, updates, _Tracked(*state[:5]), rgft_observe)
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         # Entries of hard-masked components keep their previous inner state (moments frozen).
         keep_tree = part.broadcast(t.mask > 0, fill=True)

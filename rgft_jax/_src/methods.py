@@ -1,0 +1,243 @@
+# Copyright 2026 The rgft_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Fine-tuning methods as configurations of one training loop.
+
+A :class:`Method` says which leaves are differentiated (a static regex), which optimizer
+runs on the params tree, and whether it uses RGFT's probe/sparse steps. Full fine-tuning,
+RGFT (wrapper and chain forms), LoRA, BitFit, random and magnitude masks at a matched update
+ratio, and the "train the top-k layers" heuristic are all instances, so every comparison
+runs the same step, data order, evaluation and FLOPs counter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rgft_jax._src import components as comp_lib
+from rgft_jax._src import presets
+from rgft_jax._src import residual
+
+__all__ = ["METHOD_KINDS", "Method", "build_optimizer", "component_rules", "trainable_regex"]
+
+METHOD_KINDS = (
+    "full", "rgft", "rgft_chain", "lora", "bitfit", "random_mask", "magnitude_mask", "top_layers",
+)
+#: Task heads are trained by every method and never masked: they start from scratch.
+HEAD_REGEX = r"^(?:classifier|head|pooler)/"
+_COMPONENTS = ("heads", "leaves", "layers")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One fine-tuning method; validated when built.
+
+    Args:
+      kind: one of :data:`METHOD_KINDS`.
+      name: label in reports (default: ``kind``).
+      learning_rate: peak learning rate of AdamW (linear warm-up, cosine decay).
+      weight_decay: AdamW's decoupled weight decay.
+      warmup_ratio: fraction of the steps with linear LR warm-up.
+      components: RGFT / mask granularity: ``'heads'`` (heads + 32-neuron groups + whole
+        leaves), ``'leaves'`` (every matrix one component), ``'layers'`` or a rule tuple.
+      threshold, gamma, beta, alpha, update_every, warmup_steps: RGFT knobs (see
+        :func:`rgft_jax.residual_guided`).
+      sparse: RGFT and masks: probe steps (full gradient) every ``update_every`` steps and
+        sparse steps that differentiate only leaves holding an active component.
+      update_ratio: random / magnitude masks: fraction of the maskable parameters to train.
+      lora_rank, lora_alpha, lora_targets: LoRA adapters (module-path regexes).
+      top_layers: ``top_layers`` heuristic: how many of the highest layers to train.
+      seed: seed of the random mask and LoRA initialisation.
+    """
+
+    kind: str
+    name: str | None = None
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    components: Any = "heads"
+    threshold: Any = "median"
+    gamma: float = 0.0
+    beta: float = 0.5
+    alpha: float = 0.9
+    update_every: int = 25
+    warmup_steps: int = 0
+    sparse: bool = True
+    update_ratio: float = 0.5
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = (r"attention/query$", r"attention/value$")
+    top_layers: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in METHOD_KINDS:
+            raise ValueError(f"Method: kind={self.kind!r}; allowed: {', '.join(METHOD_KINDS)}.")
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+            raise ValueError(f"Method: learning_rate={self.learning_rate!r} must be > 0.")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"Method: weight_decay={self.weight_decay!r} must be >= 0.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"Method: warmup_ratio={self.warmup_ratio!r} must be in [0, 1).")
+        if isinstance(self.components, str) and self.components not in _COMPONENTS:
+            raise ValueError(
+                f"Method: components={self.components!r}; allowed: {_COMPONENTS} or rules."
+            )
+        if not 0 < self.update_ratio <= 1:
+            raise ValueError(f"Method: update_ratio={self.update_ratio!r} must be in (0, 1].")
+        if not isinstance(self.top_layers, int) or self.top_layers < 1:
+            raise ValueError(f"Method: top_layers={self.top_layers!r} must be an int >= 1.")
+        if self.kind in ("rgft", "rgft_chain"):
+            # Validate the RGFT knobs now, not at the first step.
+            residual.residual_mask(
+                alpha=self.alpha, threshold=self.threshold, gamma=self.gamma, beta=self.beta,
+                update_every=self.update_every, warmup_steps=self.warmup_steps)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+    @property
+    def uses_mask(self) -> bool:
+        return self.kind in ("rgft", "rgft_chain", "random_mask", "magnitude_mask")
+
+    @property
+    def uses_sparse_steps(self) -> bool:
+        return self.sparse and self.kind in ("rgft", "random_mask", "magnitude_mask")
+
+
+def component_rules(method: Method, num_heads: int) -> tuple[comp_lib.Rule, ...]:
+    """The component rules of ``method``; task heads are always excluded (always trained)."""
+    head = (comp_lib.Rule(HEAD_REGEX, exclude=True),)
+    if not isinstance(method.components, str):
+        return head + tuple(method.components)
+    if method.components == "heads":
+        return head + presets.transformer(num_heads)
+    if method.components == "layers":
+        return head + presets.by_layer()
+    return head
+
+
+def trainable_regex(method: Method, num_layers: int) -> str | None:
+    """Regex of the differentiated leaves (``None``: all of them)."""
+    from rgft_jax.adapters import BITFIT_TRAINABLE, LORA_TRAINABLE
+
+    if method.kind == "lora":
+        return LORA_TRAINABLE
+    if method.kind == "bitfit":
+        return BITFIT_TRAINABLE
+    if method.kind == "top_layers":
+        k = min(method.top_layers, num_layers)
+        top = "|".join(str(i) for i in range(num_layers - k, num_layers))
+        return rf"(?:(?:^|/)layers/(?:{top})/|final_norm/|{HEAD_REGEX[1:]})"
+    return None
+
+
+def schedule(method: Method, total_steps: int) -> optax.Schedule:
+    warmup = int(round(method.warmup_ratio * total_steps))
+    return optax.schedules.warmup_cosine_decay_schedule(
+        0.0, method.learning_rate, max(warmup, 1), max(total_steps, warmup + 1),
+        end_value=0.1 * method.learning_rate)
+
+
+def fixed_mask(method: Method, part: comp_lib.Partition, params: Any,
+               target_ratio: float | None = None) -> np.ndarray:
+    """Boolean ``[C]`` mask of a random / magnitude baseline at ``update_ratio`` of params.
+
+    Components are taken in a random order (``random_mask``) or by decreasing mean absolute
+    weight (``magnitude_mask``) until their parameters reach the target fraction of all
+    maskable parameters.
+    """
+    ratio = method.update_ratio if target_ratio is None else target_ratio
+    sizes = part.sizes.astype(np.float64)
+    if method.kind == "random_mask":
+        order = np.random.default_rng(method.seed).permutation(len(part))
+    else:
+        mean_abs = np.asarray(part.reduce(params, jnp.abs)) / np.maximum(sizes, 1)
+        order = np.argsort(-mean_abs, kind="stable")
+    budget = ratio * sizes.sum()
+    mask = np.zeros(len(part), bool)
+    used = 0.0
+    for i in order:
+        if used >= budget:
+            break
+        mask[i] = True
+        used += sizes[i]
+    return mask
+
+
+def build_optimizer(
+    method: Method,
+    params: Any,
+    *,
+    total_steps: int,
+    num_heads: int,
+    num_layers: int,
+    target_ratio: float | None = None,
+) -> tuple[optax.GradientTransformationExtraArgs, comp_lib.Partition | None, str | None]:
+    """The optimizer of ``method`` over the whole params tree.
+
+    Returns:
+      ``(tx, partition, trainable)``: the transformation, the component partition (``None``
+      for methods without a mask) and the trainable-leaf regex (``None``: all leaves).
+    """
+    base = optax.adamw(schedule(method, total_steps), weight_decay=method.weight_decay)
+    trainable = trainable_regex(method, num_layers)
+    if trainable is not None:
+        rx = re.compile(trainable)
+        flat, _ = jax.tree_util.tree_flatten_with_path(params)
+        labels_flat = [
+            "train" if rx.search(comp_lib.key_path_to_str(p)) else "frozen" for p, _ in flat
+        ]
+        if "train" not in labels_flat:
+            raise ValueError(
+                f"Method {method.label!r}: its trainable regex {trainable!r} matches no leaf."
+            )
+        labels = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), labels_flat)
+        tx = optax.multi_transform({"train": base, "frozen": optax.set_to_zero()}, labels)
+        return optax.with_extra_args_support(tx), None, trainable
+    if not method.uses_mask:
+        return optax.with_extra_args_support(base), None, None
+    part = comp_lib.Partition.build(params, component_rules(method, num_heads))
+    knobs = dict(alpha=method.alpha, threshold=method.threshold, gamma=method.gamma,
+                 beta=method.beta, update_every=method.update_every,
+                 warmup_steps=method.warmup_steps)
+    if method.kind == "rgft":
+        return residual.residual_guided(base, part, **knobs), part, None
+    if method.kind == "rgft_chain":
+        return optax.chain(residual.residual_mask(part, **knobs), base), part, None
+    mask = jnp.asarray(fixed_mask(method, part, params, target_ratio))
+    tx = residual.residual_guided(
+        base, part, threshold=lambda r: mask, gamma=0.0, beta=0.0, update_every=1)
+    return tx, part, None
+
+
+def trainable_pattern(params: Any, trainable: str | None) -> tuple[bool, ...]:
+    """Per-leaf flags of the leaves matching ``trainable`` (all when ``None``)."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    if trainable is None:
+        return (True,) * len(flat)
+    rx = re.compile(trainable)
+    return tuple(bool(rx.search(comp_lib.key_path_to_str(p))) for p, _ in flat)
+
+
+def sparse_pattern(part: comp_lib.Partition, mask: np.ndarray) -> tuple[bool, ...]:
+    """Leaves that hold at least one component with a non-zero mask (excluded: always)."""
+    mask = np.asarray(mask)
+    return tuple(
+        (s.n_groups == 0) or bool(np.any(mask[list(s.component_ids)] > 0)) for s in part.leaves
+    )
+
+
+def count_params(params: Any, pattern: tuple[bool, ...] | None = None) -> int:
+    leaves = jax.tree_util.tree_leaves(params)
+    if pattern is None:
+        pattern = (True,) * len(leaves)
+    return int(sum(math.prod(x.shape) for x, t in zip(leaves, pattern) if t))

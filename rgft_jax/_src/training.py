@@ -1,0 +1,537 @@
+# Copyright 2026 The rgft_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""One jitted train step and one loop for every fine-tuning method.
+
+The model is split once into ``graphdef`` and a params tree. A step differentiates only
+the leaves of a static *pattern* (so XLA never computes the weight gradients of frozen
+leaves, nor backprop below the lowest trainable layer), fills the others with zeros, and
+runs the method's optimizer over the whole tree. Patterns come from the method (LoRA,
+BitFit, top layers: fixed) or, for RGFT and the mask baselines, from the current mask:
+*probe steps* differentiate everything and update the error map, *sparse steps* only the
+leaves holding an active component. Each pattern is compiled once and kept in a bounded
+cache; FLOPs come from XLA's cost analysis of each compiled step, averaged over the steps
+that actually ran.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from rgft_jax._src import methods as methods_lib
+from rgft_jax._src import residual
+
+__all__ = ["TrainConfig", "TrainState", "Trainer", "classification_metrics"]
+
+TASKS = ("classification", "lm", "image_classification")
+
+
+class TrainState(NamedTuple):
+    """Everything a resumed run needs besides the data position."""
+
+    step: jax.Array  # int32 []
+    params: Any  # the model's nnx.Param state
+    opt_state: Any  # the method's optimizer state (error map included)
+    rng: jax.Array  # uint32 [2]: dropout stream
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Loop settings shared by every method (validated when built).
+
+    Args:
+      steps: optimizer steps.
+      task: ``'classification'`` (batches with ``input_ids``, ``attention_mask``,
+        ``token_type_ids``, ``label``), ``'lm'`` (``input_ids``, ``attention_mask``) or
+        ``'image_classification'`` (``image``, ``label``).
+      dropout: train with the model's dropout (``False``: deterministic forward).
+      seed: seed of the dropout stream.
+      max_compiled: bound of the compiled-step cache.
+      log_every: steps between TensorBoard / history points.
+      checkpoint_every: steps between checkpoints (0: none).
+      keep_checkpoints: how many checkpoints orbax keeps.
+      progress: show progress bars.
+    """
+
+    steps: int = 100
+    task: str = "classification"
+    dropout: bool = False
+    seed: int = 0
+    max_compiled: int = 8
+    log_every: int = 10
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"TrainConfig: steps={self.steps!r} must be an int >= 1.")
+        if self.task not in TASKS:
+            raise ValueError(f"TrainConfig: task={self.task!r}; allowed: {TASKS}.")
+        if not isinstance(self.max_compiled, int) or self.max_compiled < 1:
+            raise ValueError(f"TrainConfig: max_compiled={self.max_compiled!r} must be >= 1.")
+        for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"TrainConfig: {name}={v!r} must be an int >= 0.")
+
+
+def _forward(model, batch, task, deterministic, rngs):
+    if task == "image_classification":
+        return model(batch["image"], deterministic=deterministic, rngs=rngs)
+    if task == "lm":
+        return model(batch["input_ids"], batch["attention_mask"], deterministic=deterministic,
+                     rngs=rngs)
+    return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                 deterministic=deterministic, rngs=rngs)
+
+
+def _loss(logits, batch, task):
+    """Mean loss and per-example statistics used by metrics."""
+    if task == "lm":
+        logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32))
+        targets = batch["input_ids"][:, 1:]
+        nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+        mask = batch["attention_mask"][:, 1:].astype(jnp.float32)
+        if "valid" in batch:
+            mask = mask * batch["valid"][:, None].astype(jnp.float32)
+        total = jnp.sum(nll * mask)
+        count = jnp.sum(mask)
+        return total / jnp.maximum(count, 1.0), {"nll_sum": total, "tokens": count}
+    labels = batch["label"]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    valid = batch.get("valid")
+    w = jnp.ones_like(losses) if valid is None else valid.astype(jnp.float32)
+    loss = jnp.sum(losses * w) / jnp.maximum(jnp.sum(w), 1.0)
+    return loss, {"pred": jnp.argmax(logits, -1).astype(jnp.int32)}
+
+
+def classification_metrics(
+    preds: np.ndarray, labels: np.ndarray, num_classes: int
+) -> dict[str, float]:
+    """Accuracy and macro-F1 (classes absent from both preds and labels are skipped)."""
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (labels, preds), 1)
+    tp = np.diag(cm).astype(np.float64)
+    support, predicted = cm.sum(1), cm.sum(0)
+    f1 = []
+    for c in range(num_classes):
+        if support[c] == 0 and predicted[c] == 0:
+            continue
+        denom = support[c] + predicted[c]
+        f1.append(2 * tp[c] / denom if denom else 0.0)
+    return {
+        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+        "macro_f1": float(np.mean(f1)) if f1 else 0.0,
+        "confusion": cm.tolist(),
+    }
+
+
+def _cost_flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", float("nan")))
+
+
+def fsdp_spec(x: Any, mesh: Mesh, min_size: int = 2**18) -> P:
+    """``P('fsdp', ...)`` on the first axis divisible by the fsdp size for large leaves."""
+    n = mesh.shape.get("fsdp", 1)
+    if n > 1 and x.size >= min_size:
+        for axis, d in enumerate(x.shape):
+            if d % n == 0:
+                spec = [None] * x.ndim
+                spec[axis] = "fsdp"
+                return P(*spec)
+    return P()
+
+
+class _CompiledStep(NamedTuple):
+    fn: Callable
+    flops: float
+    n_trainable: int
+
+
+class Trainer:
+    """Fine-tunes one NNX model with one :class:`~rgft_jax.training.Method`.
+
+    Args:
+      model: the NNX model (LoRA adapters are inserted in place for ``kind='lora'``).
+      method: the method.
+      config: loop settings.
+      num_heads: attention heads per layer (component presets).
+      num_layers: number of transformer layers (top-layer heuristic).
+      num_classes: classes of a classification task (metrics).
+      mesh: optional device mesh with axes ``('data', 'fsdp')``: batches are split over both
+        axes, large matrices sharded over ``fsdp``, small state replicated.
+      target_ratio: update ratio of the random / magnitude masks (e.g. RGFT's measured one).
+      workdir: checkpoints and TensorBoard events go here (``None``: neither).
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module,
+        method: methods_lib.Method,
+        config: TrainConfig,
+        *,
+        num_heads: int,
+        num_layers: int,
+        num_classes: int | None = None,
+        mesh: Mesh | None = None,
+        target_ratio: float | None = None,
+        workdir: str | os.PathLike | None = None,
+    ):
+        if not isinstance(method, methods_lib.Method):
+            raise TypeError(f"Trainer: method must be a Method, got {method!r}.")
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"Trainer: config must be a TrainConfig, got {config!r}.")
+        if config.task != "lm" and (num_classes is None or num_classes < 2):
+            raise ValueError(f"Trainer: num_classes={num_classes!r} must be >= 2 for "
+                             f"task={config.task!r}.")
+        self.method, self.config = method, config
+        self.num_classes = num_classes
+        self.mesh = mesh
+        self.workdir = None if workdir is None else os.fspath(workdir)
+        if method.kind == "lora":
+            from rgft_jax.adapters import add_lora
+
+            self.lora_paths = add_lora(model, targets=method.lora_targets, rank=method.lora_rank,
+                                       alpha=method.lora_alpha, seed=method.seed)
+        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.treedef = jax.tree_util.tree_structure(params)
+        self.tx, self.partition, trainable = methods_lib.build_optimizer(
+            method, params, total_steps=config.steps, num_heads=num_heads,
+            num_layers=num_layers, target_ratio=target_ratio)
+        self.base_pattern = methods_lib.trainable_pattern(params, trainable)
+        self.total_params = methods_lib.count_params(params)
+        self._param_shardings = None
+        if mesh is not None:
+            self._param_shardings = jax.tree.map(
+                lambda x: NamedSharding(mesh, fsdp_spec(x, mesh)), params)
+            params = jax.device_put(params, self._param_shardings)
+        self.state = self._init_state(params)
+        self._cache: collections.OrderedDict[tuple, _CompiledStep] = collections.OrderedDict()
+        self.compilations = 0
+        self.pattern_steps: collections.Counter = collections.Counter()
+        self.flops_by_pattern: dict[tuple, float] = {}
+        self.history: list[dict[str, Any]] = []
+        self.error_history: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.step_times: list[float] = []
+        self._eval_fn = None
+        self._writer = None
+        self._ckpt = None
+
+    # ------------------------------------------------------------------ state
+    def _init_state(self, params) -> TrainState:
+        rng = jax.random.key_data(jax.random.key(self.config.seed))
+        if self.mesh is None:
+            opt_state = jax.jit(self.tx.init)(params)
+        else:
+            # jit(init) does not carry params' shardings to the state: derive them.
+            abstract = jax.eval_shape(self.tx.init, params)
+            repl = NamedSharding(self.mesh, P())
+            shardings = optax.tree_utils.tree_map_params(
+                self.tx, lambda _, s: s, abstract, self._param_shardings,
+                transform_non_params=lambda _: repl,
+                is_leaf=lambda x: isinstance(x, NamedSharding))
+            opt_state = jax.jit(self.tx.init, out_shardings=shardings)(params)
+        return TrainState(jnp.zeros([], jnp.int32), params, opt_state, rng)
+
+    @property
+    def model(self) -> nnx.Module:
+        """The model with the current params (a fresh merge)."""
+        return nnx.merge(self.graphdef, self.state.params, self.rest)
+
+    # ------------------------------------------------------------------ patterns
+    def _current_mask(self) -> np.ndarray | None:
+        if self.partition is None:
+            return None
+        return np.asarray(jax.device_get(residual.error_map(self.state.opt_state).mask))
+
+    def next_pattern(self) -> tuple[tuple[bool, ...], bool]:
+        """The pattern of the next step and whether it is a probe step (error map observed)."""
+        full = self.base_pattern
+        if not self.method.uses_sparse_steps:
+            return full, True
+        step = int(self.state.step)
+        mask = self._current_mask()
+        fixed = self.method.kind in ("random_mask", "magnitude_mask")
+        if not fixed:
+            refresh_next = (step + 1) % self.method.update_every == 0 and (
+                step + 1 >= self.method.warmup_steps)
+            if refresh_next or np.all(mask > 0):
+                return full, True  # probe: the refresh needs every component's gradient
+        elif step == 0:
+            return full, True  # the fixed mask is installed by the first update
+        sparse = methods_lib.sparse_pattern(self.partition, mask)
+        return tuple(a and b for a, b in zip(full, sparse)), False
+
+    # ------------------------------------------------------------------ steps
+    def _make_step(self, pattern: tuple[bool, ...], observe: bool) -> Callable:
+        graphdef, rest, tx, treedef = self.graphdef, self.rest, self.tx, self.treedef
+        task, dropout = self.config.task, self.config.dropout
+
+        def step(state: TrainState, batch):
+            leaves = jax.tree_util.tree_leaves(state.params)
+            train = [x for x, t in zip(leaves, pattern) if t]
+
+            def loss_fn(train_leaves):
+                it = iter(train_leaves)
+                full = [next(it) if t else jax.lax.stop_gradient(x)
+                        for x, t in zip(leaves, pattern)]
+                model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, full), rest)
+                rngs = None
+                if dropout:
+                    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+                    rngs = nnx.Rngs(dropout=key)
+                logits = _forward(model, batch, task, not dropout, rngs)
+                loss, stats = _loss(logits, batch, task)
+                return loss, stats
+
+            (loss, stats), g_train = jax.value_and_grad(loss_fn, has_aux=True)(train)
+            it = iter(g_train)
+            grads = jax.tree_util.tree_unflatten(
+                treedef, [next(it) if t else jnp.zeros_like(x) for x, t in zip(leaves, pattern)])
+            updates, opt_state = tx.update(
+                grads, state.opt_state, state.params, rgft_observe=jnp.asarray(observe))
+            params = optax.apply_updates(state.params, updates)
+            metrics = {"loss": loss, "grad_norm": optax.global_norm(g_train)}
+            if task != "lm":
+                metrics["accuracy"] = jnp.mean((stats["pred"] == batch["label"]).astype(jnp.float32))
+            return TrainState(state.step + 1, params, opt_state, state.rng), metrics
+
+        return step
+
+    def _batch_sharding(self):
+        if self.mesh is None:
+            return None
+        return NamedSharding(self.mesh, P(tuple(self.mesh.axis_names)))
+
+    def _put_batch(self, batch: Mapping[str, np.ndarray]):
+        batch = {k: np.asarray(v) for k, v in batch.items()}
+        sh = self._batch_sharding()
+        if sh is None:
+            return jax.tree.map(jnp.asarray, batch)
+        return jax.device_put(batch, sh)
+
+    def _compiled(self, pattern, observe, batch) -> _CompiledStep:
+        key = (pattern, observe)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        jitted = jax.jit(self._make_step(pattern, observe), donate_argnums=0)
+        compiled = jitted.lower(self.state, batch).compile()
+        self.compilations += 1
+        entry = _CompiledStep(compiled, _cost_flops(compiled),
+                              methods_lib.count_params(self.state.params, pattern))
+        self.flops_by_pattern[key] = entry.flops
+        self._cache[key] = entry
+        while len(self._cache) > self.config.max_compiled:
+            self._cache.popitem(last=False)
+        return entry
+
+    def train_step(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Runs one step on a host batch; returns its metrics (host floats)."""
+        pattern, observe = self.next_pattern()
+        dev_batch = self._put_batch(batch)
+        entry = self._compiled(pattern, observe, dev_batch)
+        t0 = time.perf_counter()
+        self.state, metrics = entry.fn(self.state, dev_batch)
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        dt = time.perf_counter() - t0
+        self.step_times.append(dt)
+        self.pattern_steps[(pattern, observe)] += 1
+        metrics.update(step_time_s=dt, probe=float(observe),
+                       trainable_fraction=entry.n_trainable / self.total_params)
+        if self.partition is not None:
+            em = residual.error_map(self.state.opt_state)
+            ratio, hard = residual.update_ratio(em, self.partition)
+            metrics.update(update_ratio=float(ratio), hard_active=float(hard))
+            if observe:
+                self.error_history.append(
+                    (int(self.state.step), np.asarray(em.residuals), np.asarray(em.mask)))
+        else:
+            metrics.update(update_ratio=entry.n_trainable / self.total_params)
+        return metrics
+
+    # ------------------------------------------------------------------ loop
+    def fit(
+        self,
+        train_iter: Iterator[Mapping[str, np.ndarray]],
+        *,
+        eval_fn: Callable[["Trainer"], Mapping[str, float]] | None = None,
+        eval_every: int = 0,
+        checkpoint_data_state: Callable[[], Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Trains until ``config.steps``; resumes from the state's step (after :meth:`restore`).
+
+        Args:
+          train_iter: host batches (e.g. :class:`rgft_jax.data.TrainIterator`).
+          eval_fn: called as ``eval_fn(trainer)`` every ``eval_every`` steps and at the end.
+          eval_every: 0 evaluates only at the end.
+          checkpoint_data_state: returns the data position saved with each checkpoint.
+        """
+        from tqdm.auto import tqdm
+
+        start = int(self.state.step)
+        bar = tqdm(total=self.config.steps, initial=start, desc=self.method.label,
+                   disable=not self.config.progress, dynamic_ncols=True, leave=False)
+        for step in range(start, self.config.steps):
+            metrics = self.train_step(next(train_iter))
+            metrics["step"] = step + 1
+            if self.config.log_every and ((step + 1) % self.config.log_every == 0
+                                          or step + 1 == self.config.steps):
+                self.history.append(metrics)
+                self._log_scalars(step + 1, metrics, "train")
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False)
+            bar.update(1)
+            if eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and (
+                    step + 1 < self.config.steps):
+                res = eval_fn(self)
+                self._log_scalars(step + 1, res, "eval")
+            if self.config.checkpoint_every and (step + 1) % self.config.checkpoint_every == 0:
+                self.save(checkpoint_data_state() if checkpoint_data_state else None)
+        bar.close()
+        final = {}
+        if eval_fn is not None:
+            final = dict(eval_fn(self))
+            self._log_scalars(self.config.steps, final, "eval")
+        if self._writer is not None:
+            self._writer.flush()
+        return [*self.history, {"final_eval": final}]
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, Any]:
+        """Exact metrics over ``batches`` (padded examples flagged by ``valid`` are ignored)."""
+        from tqdm.auto import tqdm
+
+        if self._eval_fn is None:
+            graphdef, rest, task = self.graphdef, self.rest, self.config.task
+
+            @jax.jit
+            def eval_step(params, batch):
+                model = nnx.merge(graphdef, params, rest)
+                logits = _forward(model, batch, task, True, None)
+                loss, stats = _loss(logits, batch, task)
+                return stats if task == "lm" else {"pred": stats["pred"]}
+
+            self._eval_fn = eval_step
+        preds, labels, nll, tokens = [], [], 0.0, 0.0
+        for batch in tqdm(batches, desc="eval", disable=not self.config.progress, leave=False):
+            out = jax.device_get(self._eval_fn(self.state.params, self._put_batch(batch)))
+            valid = np.asarray(batch.get("valid", np.ones(len(batch["input_ids"]
+                                                              if "input_ids" in batch
+                                                              else batch["image"]), bool)))
+            if self.config.task == "lm":
+                nll += float(out["nll_sum"])
+                tokens += float(out["tokens"])
+            else:
+                preds.append(np.asarray(out["pred"])[valid])
+                labels.append(np.asarray(batch["label"])[valid])
+        if self.config.task == "lm":
+            return {"nll": nll / max(tokens, 1.0), "perplexity": math.exp(nll / max(tokens, 1.0)),
+                    "tokens": tokens}
+        return classification_metrics(np.concatenate(preds), np.concatenate(labels),
+                                      self.num_classes)
+
+    # ------------------------------------------------------------------ accounting
+    def summary(self) -> dict[str, Any]:
+        """Compute accounting of the run so far (FLOPs averaged over the steps that ran)."""
+        steps = sum(self.pattern_steps.values())
+        gflops = sum(self.flops_by_pattern[k] * n for k, n in self.pattern_steps.items())
+        times = np.asarray(self.step_times[1:] if len(self.step_times) > 1 else self.step_times)
+        probe_steps = sum(n for (p, obs), n in self.pattern_steps.items() if obs)
+        out = {
+            "method": self.method.label,
+            "kind": self.method.kind,
+            "steps": steps,
+            "gflops_per_step": gflops / max(steps, 1) / 1e9,
+            "gflops_full_step": max(self.flops_by_pattern.values(), default=float("nan")) / 1e9,
+            "step_time_s": float(np.median(times)) if len(times) else float("nan"),
+            "train_time_s": float(np.sum(self.step_times)),
+            "compilations": self.compilations,
+            "probe_steps": probe_steps,
+            "total_params": self.total_params,
+            "opt_state_bytes": int(sum(x.nbytes for x in jax.tree.leaves(self.state.opt_state))),
+        }
+        ratios = [h["update_ratio"] for h in self.history if "update_ratio" in h]
+        out["update_ratio"] = float(np.mean(ratios)) if ratios else 1.0
+        return out
+
+    # ------------------------------------------------------------------ logging
+    def _log_scalars(self, step: int, values: Mapping[str, Any], prefix: str) -> None:
+        if self.workdir is None:
+            return
+        if self._writer is None:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(os.path.join(self.workdir, "tb", self.method.label))
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self._writer.add_scalar(f"{prefix}/{k}", v, step)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _manager(self):
+        import orbax.checkpoint as ocp
+
+        if self.workdir is None:
+            raise ValueError("Trainer: checkpoints need workdir=, got None.")
+        if self._ckpt is None:
+            path = os.path.abspath(os.path.join(self.workdir, "checkpoints", self.method.label))
+            self._ckpt = ocp.CheckpointManager(
+                path, options=ocp.CheckpointManagerOptions(
+                    max_to_keep=self.config.keep_checkpoints or None, create=True))
+        return self._ckpt
+
+    def save(self, data_state: Any = None) -> None:
+        """Saves state + data position atomically (orbax writes, then renames)."""
+        import orbax.checkpoint as ocp
+
+        mgr = self._manager()
+        step = int(self.state.step)
+        mgr.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(self.state),
+            data=ocp.args.JsonSave({"data": data_state})))
+        mgr.wait_until_finished()
+
+    def restore(self, step: int | None = None) -> Any:
+        """Restores the latest (or given) checkpoint; returns the saved data position."""
+        import orbax.checkpoint as ocp
+
+        mgr = self._manager()
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            return None
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state)
+        out = mgr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        self.state = out["state"]
+        return out["data"]["data"]
+
+    def close(self) -> None:
+        if self._ckpt is not None:
+            self._ckpt.close()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    os.replace(tmp, path)
