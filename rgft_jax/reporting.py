@@ -120,6 +120,8 @@ def plot_error_map(
                                            1, 1, fill=False, ec="cyan", lw=0.6, alpha=0.7))
         ax.set_title(f"step {step}", fontsize=10)
         ax.set_xlabel(kind)
+        ax.set_xticks(range(grid.shape[1]))
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_ylabel("layer")
         ax.set_yticks(range(len(layers)), layers)
     fig.colorbar(im, cax=fig.add_subplot(gs[0, -1]), label="residual x C (1 = uniform)")
@@ -128,14 +130,23 @@ def plot_error_map(
     order = sorted(range(c), key=lambda i: (components[i].kind, components[i].layer,
                                             components[i].group))
     mat = np.stack([h[1] for h in history], axis=1)[order] * c
-    im2 = ax.imshow(mat, aspect="auto", cmap="magma", interpolation="nearest",
-                    extent=(steps[0], steps[-1], c, 0))
+    # Shares span orders of magnitude (an embedding table vs a LayerNorm bias): log colours.
+    pos = mat[mat > 0]
+    norm = matplotlib.colors.LogNorm(vmin=max(pos.min(), 1e-3) if pos.size else 1e-3,
+                                     vmax=pos.max() if pos.size else 1.0)
+    # Probe steps are unevenly spaced (every step in warm-up, then every N): true x spacing.
+    st = np.asarray(steps, float)
+    mids = (st[1:] + st[:-1]) / 2 if len(st) > 1 else np.array([])
+    edges = np.concatenate([[st[0] - 0.5], mids, [st[-1] + 0.5]])
+    im2 = ax.pcolormesh(edges, np.arange(c + 1), np.maximum(mat, norm.vmin), cmap="magma",
+                        norm=norm, shading="flat")
+    ax.set_ylim(c, 0)
     kinds = [components[i].kind for i in order]
-    bounds = [k for k in range(1, c) if kinds[k] != kinds[k - 1]]
-    for b in bounds:
-        ax.axhline(b, color="white", lw=0.5)
-    ticks = [0, *bounds]
-    ax.set_yticks([t + 0.5 for t in ticks], [kinds[t] for t in ticks], fontsize=8)
+    bounds = [0, *[k for k in range(1, c) if kinds[k] != kinds[k - 1]], c]
+    for b in bounds[1:-1]:
+        ax.axhline(b, color="white", lw=0.6)
+    ax.set_yticks([(a + b) / 2 for a, b in zip(bounds, bounds[1:])],
+                  [f"{kinds[a]} ({b - a})" for a, b in zip(bounds, bounds[1:])], fontsize=8)
     ax.set_xlabel("step")
     ax.set_title("every component over training (grouped by kind, layer-major)")
     fig.colorbar(im2, ax=ax, label="residual x C")

@@ -492,37 +492,70 @@ class Partition:
         return jax.tree_util.tree_unflatten(self.treedef, out)
 
     def _expand(self, values: jax.Array, s: LeafSpec) -> jax.Array:
+        """``values`` of leaf ``s``'s components, materialised in the leaf's shape."""
+        return jnp.broadcast_to(self._group_view(values, s), self._split_shape(s)).reshape(
+            s.shape)
+
+    @staticmethod
+    def _split_shape(s: LeafSpec) -> tuple[int, ...]:
+        if s.axis is None:
+            return s.shape
+        a = s.axis
+        return s.shape[:a] + (s.n_groups, s.shape[a] // s.n_groups) + s.shape[a + 1 :]
+
+    def _group_view(self, values: jax.Array, s: LeafSpec) -> jax.Array:
+        """``values`` of leaf ``s``'s groups, shaped to broadcast against its split view."""
         v = values[np.asarray(s.component_ids, dtype=np.int32)]
         if s.axis is None:
-            return jnp.broadcast_to(v.reshape(()), s.shape)
-        a = s.axis
-        split = s.shape[:a] + (s.n_groups, s.shape[a] // s.n_groups) + s.shape[a + 1 :]
-        bshape = [1] * len(split)
-        bshape[a] = s.n_groups
-        return jnp.broadcast_to(v.reshape(bshape), split).reshape(s.shape)
+            return v.reshape(())
+        bshape = [1] * (len(s.shape) + 1)
+        bshape[s.axis] = s.n_groups
+        return v.reshape(bshape)
+
+    def leaf_where(self, i: int, active: jax.Array, on_true: jax.Array, on_false: jax.Array):
+        """:meth:`where` for leaf ``i`` alone (arrays of that leaf's shape)."""
+        s = self.leaves[i]
+        if not s.n_groups:
+            return on_true
+        split = self._split_shape(s)
+        return jnp.where(self._group_view(active, s), on_true.reshape(split),
+                         on_false.reshape(split)).reshape(s.shape)
 
     def scale(self, tree: PyTree, values: jax.Array, *, fill: Any = None) -> PyTree:
         """Multiplies every leaf entry by its component's value (excluded: by ``fill``).
 
         ``fill=None`` leaves excluded leaves untouched. The product is taken in the leaf's
-        dtype, so bf16 updates stay bf16.
+        dtype, so bf16 updates stay bf16. The per-component values broadcast against a
+        reshaped view of each leaf (a free bitcast), so nothing leaf-sized is materialised.
+        """
+        return self.scale_where(tree, values, None, fill=fill)
+
+    def scale_where(
+        self, tree: PyTree, values: jax.Array, active: jax.Array | None, *, fill: Any = None
+    ) -> PyTree:
+        """``active[c] ? x * values[c] : 0`` entry-wise (``active=None``: always scale).
+
+        The zeros are exact (``0 * inf`` would be ``nan``); excluded leaves get ``fill``
+        (``None``: untouched).
         """
         leaves = jax.tree_util.tree_leaves(tree)
         out = []
         for s, x in zip(self.leaves, leaves):
             if not s.n_groups:
                 out.append(x if fill is None else x * jnp.asarray(fill, x.dtype))
-            else:
-                out.append(x * self._expand(values, s).astype(x.dtype))
+                continue
+            xs = x.reshape(self._split_shape(s))
+            y = xs * self._group_view(values, s).astype(x.dtype)
+            if active is not None:
+                y = jnp.where(self._group_view(active, s), y, jnp.zeros((), x.dtype))
+            out.append(y.reshape(s.shape))
         return jax.tree_util.tree_unflatten(self.treedef, out)
 
     def where(self, active: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
         """Entry-wise ``active[c] ? on_true : on_false``; excluded leaves take ``on_true``."""
         t_leaves = jax.tree_util.tree_leaves(on_true)
         f_leaves = jax.tree_util.tree_leaves(on_false)
-        out = []
-        for s, t, f in zip(self.leaves, t_leaves, f_leaves):
-            out.append(t if not s.n_groups else jnp.where(self._expand(active, s), t, f))
+        out = [self.leaf_where(i, active, t, f) for i, (t, f) in enumerate(zip(t_leaves, f_leaves))]
         return jax.tree_util.tree_unflatten(self.treedef, out)
 
 

@@ -247,9 +247,23 @@ def _track(
 
 def _apply(part: comp_lib.Partition, updates: Any, mask: jax.Array, lr_scale: jax.Array):
     """``u * mask * lr_scale`` per component; exact zeros where ``mask == 0``."""
-    scaled = part.scale(updates, mask * lr_scale)
-    zeros = jax.tree.map(jnp.zeros_like, updates)
-    return part.where(mask > 0, scaled, zeros)
+    return part.scale_where(updates, mask * lr_scale, mask > 0)
+
+
+def _freeze_masked(part, inner, new_state, old_state, active):
+    """Keeps ``old_state``'s entries of inactive components in every params-shaped tree.
+
+    ``optax.tree_utils.tree_map_params`` finds the params-shaped trees of the inner state
+    (moments, momentum, ...) without any isinstance dispatch on state types; each leaf there
+    is tagged with its params-leaf index, so the select runs on a reshaped view of the leaf
+    against a per-group vector (nothing leaf-sized is broadcast).
+    """
+    index_tree = jax.tree_util.tree_unflatten(part.treedef, list(range(len(part.leaves))))
+    tags = optax.tree_utils.tree_map_params(
+        inner, lambda _, i: i, new_state, index_tree, transform_non_params=lambda _: -1)
+    return jax.tree.map(
+        lambda new, old, i: new if i < 0 else part.leaf_where(i, active, new, old),
+        new_state, old_state, tags)
 
 
 # ---------------------------------------------------------------------------- transforms
@@ -393,14 +407,7 @@ def residual_guided(
         t = _track(cfg, part, updates, _Tracked(*state[:5]), rgft_observe)
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         # Entries of hard-masked components keep their previous inner state (moments frozen).
-        keep_tree = part.broadcast(t.mask > 0, fill=True)
-        flags = optax.tree_utils.tree_map_params(
-            inner, lambda _, k: k, inner_state, keep_tree,
-            transform_non_params=lambda _: jnp.ones((), bool),
-        )
-        inner_state = jax.tree.map(
-            lambda new, old, k: jnp.where(k, new, old), inner_state, state.inner_state, flags
-        )
+        inner_state = _freeze_masked(part, inner, inner_state, state.inner_state, t.mask > 0)
         out = _apply(part, inner_updates, t.mask, t.lr_scale)
         return out, ResidualGuidedState(*t, inner_state=inner_state)
 

