@@ -228,16 +228,50 @@ def trainable_pattern(params: Any, trainable: str | None) -> tuple[bool, ...]:
     return tuple(bool(rx.search(comp_lib.key_path_to_str(p))) for p, _ in flat)
 
 
-def sparse_pattern(part: comp_lib.Partition, mask: np.ndarray) -> tuple[bool, ...]:
-    """Leaves that hold at least one component with a non-zero mask (excluded: always)."""
+def sparse_pattern(
+    part: comp_lib.Partition, mask: np.ndarray, params: Any | None = None,
+    group_grads: bool = True,
+) -> tuple[bool | int, ...]:
+    """What a sparse step differentiates, per leaf.
+
+    ``False``: no active component (the leaf is frozen, XLA skips its weight gradient and,
+    below the lowest differentiated leaf, all backprop). ``True``: dense gradient. An int
+    ``K``: a matrix split into groups of which ``K`` are active: weight gradients for those
+    ``K`` groups only (see :func:`rgft_jax._src.sparse_grad.group_sparse_tensordot`).
+    Excluded leaves (task heads) are always ``True``.
+    """
     mask = np.asarray(mask)
-    return tuple(
-        (s.n_groups == 0) or bool(np.any(mask[list(s.component_ids)] > 0)) for s in part.leaves
-    )
+    shapes = None if params is None else [x.shape for x in jax.tree_util.tree_leaves(params)]
+    out: list[bool | int] = []
+    for i, s in enumerate(part.leaves):
+        if s.n_groups == 0:
+            out.append(True)
+            continue
+        k = int(np.sum(mask[list(s.component_ids)] > 0))
+        ndim = len(s.shape if shapes is None else shapes[i])
+        if k == 0:
+            out.append(False)
+        elif group_grads and s.axis is not None and 0 < k < s.n_groups and ndim >= 2:
+            out.append(k)
+        else:
+            out.append(True)
+    return tuple(out)
 
 
-def count_params(params: Any, pattern: tuple[bool, ...] | None = None) -> int:
+def count_params(
+    params: Any, pattern: tuple[bool | int, ...] | None = None,
+    part: comp_lib.Partition | None = None,
+) -> float:
+    """Parameters a step differentiates (an int entry ``K`` counts ``K / G`` of its leaf)."""
     leaves = jax.tree_util.tree_leaves(params)
     if pattern is None:
         pattern = (True,) * len(leaves)
-    return int(sum(math.prod(x.shape) for x, t in zip(leaves, pattern) if t))
+    total = 0.0
+    for i, (x, t) in enumerate(zip(leaves, pattern)):
+        if t is False:
+            continue
+        size = math.prod(x.shape)
+        if not isinstance(t, bool) and part is not None:
+            size = size * t / part.leaves[i].n_groups
+        total += size
+    return total

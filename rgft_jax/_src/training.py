@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rgft_jax._src import methods as methods_lib
-from rgft_jax._src import residual
+from rgft_jax._src import residual, sparse_grad
 
 __all__ = ["TrainConfig", "TrainState", "Trainer", "classification_metrics"]
 
@@ -212,6 +212,11 @@ class Trainer:
 
             self.lora_paths = add_lora(model, targets=method.lora_targets, rank=method.lora_rank,
                                        alpha=method.lora_alpha, seed=method.seed)
+        from rgft_jax.models import Projection
+
+        self._projection_kernels = frozenset(
+            "/".join(map(str, path)) + "/kernel" for path, node in nnx.iter_graph(model)
+            if isinstance(node, Projection))
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         self.treedef = jax.tree_util.tree_structure(params)
         self.tx, self.partition, trainable = methods_lib.build_optimizer(
@@ -279,38 +284,67 @@ class Trainer:
         elif step == 0:
             return full, True  # the fixed mask is installed by the first update
         sparse = methods_lib.sparse_pattern(self.partition, mask)
-        return tuple(a and b for a, b in zip(full, sparse)), False
+        # Group-sparse weight gradients exist for projection kernels; other leaves go dense.
+        sparse = tuple(
+            True if (not isinstance(b, bool) and s.path not in self._projection_kernels) else b
+            for b, s in zip(sparse, self.partition.leaves))
+        return tuple(b if a else False for a, b in zip(full, sparse)), False
 
     # ------------------------------------------------------------------ steps
     def _make_step(self, pattern: tuple[bool, ...], observe: bool) -> Callable:
         graphdef, rest, tx, treedef = self.graphdef, self.rest, self.tx, self.treedef
         task, dropout = self.config.task, self.config.dropout
+        part = self.partition
+        # Leaves with an int entry get weight gradients for their K active groups only.
+        grouped = {part.leaves[i].path: (i, k) for i, k in enumerate(pattern)
+                   if not isinstance(k, bool)}
 
         def step(state: TrainState, batch):
             leaves = jax.tree_util.tree_leaves(state.params)
-            train = [x for x, t in zip(leaves, pattern) if t]
+            train = [x for x, t in zip(leaves, pattern) if t is not False]
+            specs = {}
+            if grouped:
+                mask = residual.error_map(state.opt_state).mask
+                for path, (i, k) in grouped.items():
+                    s = part.leaves[i]
+                    inactive = mask[np.asarray(s.component_ids)] <= 0
+                    idx = jnp.argsort(inactive, stable=True)[:k].astype(jnp.int32)
+                    specs[path] = sparse_grad.GroupGrad(idx, s.axis, s.n_groups)
 
             def loss_fn(train_leaves):
                 it = iter(train_leaves)
-                full = [next(it) if t else jax.lax.stop_gradient(x)
+                full = [next(it) if t is not False else jax.lax.stop_gradient(x)
                         for x, t in zip(leaves, pattern)]
                 model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, full), rest)
+                by_module = {}
+                if specs:
+                    for path, node in nnx.iter_graph(model):
+                        key = "/".join(map(str, path)) + "/kernel"
+                        if key in specs:
+                            by_module[id(node)] = specs[key]
+                    if len(by_module) != len(specs):
+                        missing = sorted(set(specs) - {
+                            "/".join(map(str, p)) + "/kernel" for p, _ in nnx.iter_graph(model)})
+                        raise ValueError(
+                            f"group-sparse gradients: no projection module owns {missing}")
                 rngs = None
                 if dropout:
                     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
                     rngs = nnx.Rngs(dropout=key)
-                logits = _forward(model, batch, task, not dropout, rngs)
+                with sparse_grad.group_grads(by_module):
+                    logits = _forward(model, batch, task, not dropout, rngs)
                 loss, stats = _loss(logits, batch, task)
                 return loss, stats
 
             (loss, stats), g_train = jax.value_and_grad(loss_fn, has_aux=True)(train)
             it = iter(g_train)
             grads = jax.tree_util.tree_unflatten(
-                treedef, [next(it) if t else jnp.zeros_like(x) for x, t in zip(leaves, pattern)])
+                treedef, [next(it) if t is not False else jnp.zeros_like(x)
+                          for x, t in zip(leaves, pattern)])
             updates, opt_state = tx.update(
                 grads, state.opt_state, state.params, rgft_observe=jnp.asarray(observe))
             params = optax.apply_updates(state.params, updates)
-            metrics = {"loss": loss, "grad_norm": optax.global_norm(g_train)}
+            metrics = {"loss": loss, "grad_norm": optax.tree.norm(g_train)}
             if task != "lm":
                 metrics["accuracy"] = jnp.mean((stats["pred"] == batch["label"]).astype(jnp.float32))
             return TrainState(state.step + 1, params, opt_state, state.rng), metrics
@@ -338,7 +372,7 @@ class Trainer:
         compiled = jitted.lower(self.state, batch).compile()
         self.compilations += 1
         entry = _CompiledStep(compiled, _cost_flops(compiled),
-                              methods_lib.count_params(self.state.params, pattern))
+                              methods_lib.count_params(self.state.params, pattern, self.partition))
         self.flops_by_pattern[key] = entry.flops
         self._cache[key] = entry
         while len(self._cache) > self.config.max_compiled:

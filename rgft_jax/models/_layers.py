@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from rgft_jax._src.sparse_grad import active_group_spec, group_sparse_tensordot
+
 Array = jax.Array
 Initializer = Callable[..., Array]
 
@@ -129,7 +131,12 @@ class Projection(nnx.Module):
                 f"input trailing shape {x.shape[x.ndim - n_in :]} does not match "
                 f"in_features={self.in_features}"
             )
-        y = jnp.tensordot(x, self.kernel[...], axes=n_in, precision=self.precision)
+        spec = active_group_spec(self)
+        if spec is None:
+            y = jnp.tensordot(x, self.kernel[...], axes=n_in, precision=self.precision)
+        else:  # an RGFT sparse step: weight gradients for the active groups only
+            y = group_sparse_tensordot(
+                x, self.kernel[...], spec.idx, n_in, spec.axis, spec.n_groups)
         if self.bias is not None:
             y = y + self.bias[...]
         return y
