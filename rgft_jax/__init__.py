@@ -7,6 +7,7 @@
 """
 
 from rgft_jax import components as components
+from rgft_jax import dsca as dsca
 from rgft_jax._src.components import Partition as Partition
 from rgft_jax._src.components import Rule as Rule
 from rgft_jax._src.residual import ErrorMap as ErrorMap
@@ -28,6 +29,7 @@ __all__ = [
     "ResidualMaskState",
     "Rule",
     "components",
+    "dsca",
     "error_map",
     "find_error_maps",
     "residual_guided",
