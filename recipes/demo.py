@@ -198,10 +198,12 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     cfg_dict = {**dataclasses.asdict(cfg), "model": model_dir}
     paths = reporting.write_report(cfg.out, runs, title="rgft_jax demo: fine-tuning comparison",
                                    config=cfg_dict, notes=notes, figures=figures)
+    with open(paths["json"]) as f:
+        payload = json.load(f)
     print()
-    print(reporting.markdown_table(json.load(open(paths["json"]))["runs"]))
+    print(reporting.markdown_table(payload["runs"]))
     print(f"\nreport: {paths['md']}  figures: {', '.join(figures)}")
-    return json.load(open(paths["json"]))
+    return payload
 
 
 def parse_args(argv=None) -> DemoConfig:

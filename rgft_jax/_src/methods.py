@@ -113,13 +113,29 @@ class Method:
         return self.sparse and self.kind in ("rgft", "random_mask", "magnitude_mask")
 
 
-def component_rules(method: Method, num_heads: int) -> tuple[comp_lib.Rule, ...]:
-    """The component rules of ``method``; task heads are always excluded (always trained)."""
+def neuron_width(params: Any, preferred: int = 32) -> int | None:
+    """The largest width <= ``preferred`` that divides the MLP width found in ``params``."""
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if re.search(r"mlp/(?:up|gate)(?:_proj)?/kernel$|intermediate/dense/kernel$",
+                     comp_lib.key_path_to_str(path)):
+            f = x.shape[-1]
+            return max(w for w in range(1, preferred + 1) if f % w == 0)
+    return None
+
+
+def component_rules(
+    method: Method, num_heads: int, params: Any = None
+) -> tuple[comp_lib.Rule, ...]:
+    """The component rules of ``method``; task heads are always excluded (always trained).
+
+    ``'heads'`` uses 32-neuron groups, or the largest smaller width that divides the MLP.
+    """
     head = (comp_lib.Rule(HEAD_REGEX, exclude=True),)
     if not isinstance(method.components, str):
         return head + tuple(method.components)
     if method.components == "heads":
-        return head + presets.transformer(num_heads)
+        width = 32 if params is None else neuron_width(params)
+        return head + presets.transformer(num_heads, neuron_width=width)
     if method.components == "layers":
         return head + presets.by_layer()
     return head
@@ -205,7 +221,7 @@ def build_optimizer(
         return optax.with_extra_args_support(tx), None, trainable
     if not method.uses_mask:
         return optax.with_extra_args_support(base), None, None
-    part = comp_lib.Partition.build(params, component_rules(method, num_heads))
+    part = comp_lib.Partition.build(params, component_rules(method, num_heads, params))
     knobs = dict(alpha=method.alpha, threshold=method.threshold, gamma=method.gamma,
                  beta=method.beta, update_every=method.update_every,
                  warmup_steps=method.warmup_steps)
