@@ -29,7 +29,10 @@ __all__ = ["METHOD_KINDS", "Method", "build_optimizer", "component_rules", "trai
 
 METHOD_KINDS = (
     "full", "rgft", "rgft_chain", "lora", "bitfit", "random_mask", "magnitude_mask", "top_layers",
+    "modules",
 )
+#: Kinds whose component mask is fixed for the whole run.
+FIXED_MASK_KINDS = ("random_mask", "magnitude_mask", "modules")
 #: Task heads are trained by every method and never masked: they start from scratch.
 HEAD_REGEX = r"^(?:classifier|head|pooler)/"
 _COMPONENTS = ("heads", "leaves", "layers")
@@ -54,6 +57,8 @@ class Method:
       update_ratio: random / magnitude masks: fraction of the maskable parameters to train.
       lora_rank, lora_alpha, lora_targets: LoRA adapters (module-path regexes).
       top_layers: ``top_layers`` heuristic: how many of the highest layers to train.
+      mask: ``modules``: the components to train (a bool per component of ``components``),
+        e.g. ``rgft_jax.dsca.module_mask(library, [0, 2])`` to train DSCA modules 0 and 2.
       seed: seed of the random mask and LoRA initialisation.
     """
 
@@ -75,6 +80,7 @@ class Method:
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = (r"attention/query$", r"attention/value$")
     top_layers: int = 2
+    mask: tuple[bool, ...] | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -94,6 +100,11 @@ class Method:
             raise ValueError(f"Method: update_ratio={self.update_ratio!r} must be in (0, 1].")
         if not isinstance(self.top_layers, int) or self.top_layers < 1:
             raise ValueError(f"Method: top_layers={self.top_layers!r} must be an int >= 1.")
+        if self.kind == "modules" and (self.mask is None or not any(self.mask)):
+            raise ValueError(
+                f"Method(kind='modules'): mask={self.mask!r} must select at least one component.")
+        if self.mask is not None:
+            object.__setattr__(self, "mask", tuple(bool(m) for m in self.mask))
         if self.kind in ("rgft", "rgft_chain"):
             # Validate the RGFT knobs now, not at the first step.
             residual.residual_mask(
@@ -106,11 +117,11 @@ class Method:
 
     @property
     def uses_mask(self) -> bool:
-        return self.kind in ("rgft", "rgft_chain", "random_mask", "magnitude_mask")
+        return self.kind in ("rgft", "rgft_chain", *FIXED_MASK_KINDS)
 
     @property
     def uses_sparse_steps(self) -> bool:
-        return self.sparse and self.kind in ("rgft", "random_mask", "magnitude_mask")
+        return self.sparse and self.kind in ("rgft", *FIXED_MASK_KINDS)
 
 
 def neuron_width(params: Any, preferred: int = 32) -> int | None:
@@ -171,6 +182,12 @@ def fixed_mask(method: Method, part: comp_lib.Partition, params: Any,
     weight (``magnitude_mask``) until their parameters reach the target fraction of all
     maskable parameters.
     """
+    if method.kind == "modules":
+        if len(method.mask) != len(part):
+            raise ValueError(
+                f"Method(kind='modules'): mask has {len(method.mask)} entries but the "
+                f"partition has {len(part)} components.")
+        return np.asarray(method.mask, bool)
     ratio = method.update_ratio if target_ratio is None else target_ratio
     sizes = part.sizes.astype(np.float64)
     if method.kind == "random_mask":

@@ -47,6 +47,7 @@ class TrainState(NamedTuple):
     params: Any  # the model's nnx.Param state
     opt_state: Any  # the method's optimizer state (error map included)
     rng: jax.Array  # uint32 [2]: dropout stream
+    dsca: Any = None  # DSCAState when the run clusters components on probe steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +182,11 @@ class Trainer:
         axes, large matrices sharded over ``fsdp``, small state replicated.
       target_ratio: update ratio of the random / magnitude masks (e.g. RGFT's measured one).
       workdir: checkpoints and TensorBoard events go here (``None``: neither).
+      dsca: DSCA on probe steps: a mapping of :class:`rgft_jax.dsca.DSCAConfig` keywords
+        (``num_blocks`` is filled in) or a config for exactly this partition. Every probe step
+        sketches the full gradient and updates the module library
+        (:attr:`module_history`); the blocks are the method's components (the ``'heads'``
+        components for methods without a mask).
     """
 
     def __init__(
@@ -195,6 +201,7 @@ class Trainer:
         mesh: Mesh | None = None,
         target_ratio: float | None = None,
         workdir: str | os.PathLike | None = None,
+        dsca: Any = None,
     ):
         if not isinstance(method, methods_lib.Method):
             raise TypeError(f"Trainer: method must be a Method, got {method!r}.")
@@ -229,7 +236,22 @@ class Trainer:
             self._param_shardings = jax.tree.map(
                 lambda x: NamedSharding(mesh, fsdp_spec(x, mesh)), params)
             params = jax.device_put(params, self._param_shardings)
-        self.state = self._init_state(params)
+        self.dsca_config = self.dsca_partition = None
+        dsca_state = None
+        if dsca is not None:
+            from rgft_jax import dsca as dsca_lib
+            from rgft_jax._src import components as comp_lib
+
+            self.dsca_partition = self.partition or comp_lib.Partition.build(
+                params, methods_lib.component_rules(
+                    methods_lib.Method("rgft"), num_heads, params))
+            if isinstance(dsca, Mapping):
+                self.dsca_config = dsca_lib.DSCAConfig.for_partition(self.dsca_partition, **dsca)
+            else:
+                self.dsca_config = dsca
+            dsca_state = dsca_lib.dsca_init(self.dsca_partition, config=self.dsca_config)
+        self.module_history: list[dict[str, Any]] = []
+        self.state = self._init_state(params)._replace(dsca=dsca_state)
         self._cache: collections.OrderedDict[tuple, _CompiledStep] = collections.OrderedDict()
         self.compilations = 0
         self.pattern_steps: collections.Counter = collections.Counter()
@@ -275,7 +297,7 @@ class Trainer:
             return full, True
         step = int(self.state.step)
         mask = self._current_mask()
-        fixed = self.method.kind in ("random_mask", "magnitude_mask")
+        fixed = self.method.kind in methods_lib.FIXED_MASK_KINDS
         if not fixed:
             refresh_next = (step + 1) % self.method.update_every == 0 and (
                 step + 1 >= self.method.warmup_steps)
@@ -295,6 +317,7 @@ class Trainer:
         graphdef, rest, tx, treedef = self.graphdef, self.rest, self.tx, self.treedef
         task, dropout = self.config.task, self.config.dropout
         part = self.partition
+        dsca_cfg, dsca_part = self.dsca_config, self.dsca_partition
         # Leaves with an int entry get weight gradients for their K active groups only.
         grouped = {part.leaves[i].path: (i, k) for i, k in enumerate(pattern)
                    if not isinstance(k, bool)}
@@ -347,7 +370,13 @@ class Trainer:
             metrics = {"loss": loss, "grad_norm": optax.tree.norm(g_train)}
             if task != "lm":
                 metrics["accuracy"] = jnp.mean((stats["pred"] == batch["label"]).astype(jnp.float32))
-            return TrainState(state.step + 1, params, opt_state, state.rng), metrics
+            dsca_state, library = state.dsca, None
+            if dsca_cfg is not None and observe:  # probe step: the full gradient is here
+                from rgft_jax import dsca as dsca_lib
+
+                dsca_state, library = dsca_lib.dsca_step(state.dsca, dsca_part, grads, dsca_cfg)
+            new = TrainState(state.step + 1, params, opt_state, state.rng, dsca_state)
+            return new, metrics, library
 
         return step
 
@@ -385,8 +414,13 @@ class Trainer:
         dev_batch = self._put_batch(batch)
         entry = self._compiled(pattern, observe, dev_batch)
         t0 = time.perf_counter()
-        self.state, metrics = entry.fn(self.state, dev_batch)
+        self.state, metrics, library = entry.fn(self.state, dev_batch)
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if library is not None:
+            lib = jax.device_get(library)
+            self.module_history.append({
+                "step": int(self.state.step), "labels": np.asarray(lib.labels),
+                **{k: float(getattr(lib, k)) for k in ("ari", "nmi", "kappa", "drift")}})
         dt = time.perf_counter() - t0
         self.step_times.append(dt)
         self.pattern_steps[(pattern, observe)] += 1
