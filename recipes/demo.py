@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -48,6 +49,7 @@ class DemoConfig:
     label_column: str = "label"
     out: str = "runs/demo"
     data_dir: str | None = None  # TFDS data dir (default: <out>/../tfds)
+    checkpoint_every: int = 100  # orbax checkpoints; a rerun with the same --out resumes
     progress: bool = True
 
     def __post_init__(self):
@@ -151,16 +153,24 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         for name in order:
             method = make_method(name, cfg)
             model = bert.from_pretrained(model_dir, num_labels=len(label_names), seed=seed)
-            tcfg = TrainConfig(steps=cfg.steps, seed=seed, progress=cfg.progress, log_every=5)
+            tcfg = TrainConfig(steps=cfg.steps, seed=seed, progress=cfg.progress, log_every=5,
+                               checkpoint_every=cfg.checkpoint_every)
             trainer = Trainer(model, method, tcfg, num_heads=bcfg.num_attention_heads,
                               num_layers=bcfg.num_hidden_layers, num_classes=len(label_names),
                               target_ratio=target_ratio,
-                              workdir=os.path.join(cfg.out, f"seed{seed}"))
+                              workdir=os.path.join(cfg.out, f"seed{seed}"),
+                              batch_shape=(cfg.batch_size, cfg.max_length))
             it = data.TrainIterator(train_src, batch_size=cfg.batch_size, seed=seed,
                                     batch_fn=batcher)
             t0 = time.time()
+            if cfg.checkpoint_every:
+                position = trainer.restore()  # None when there is no checkpoint yet
+                if position is not None:
+                    it.set_state(position)
+                    print(f"{name}: resumed at step {int(trainer.state.step)}", flush=True)
             trainer.fit(it, eval_fn=lambda tr: {
-                k: v for k, v in tr.evaluate(eval_set).items() if k != "confusion"})
+                k: v for k, v in tr.evaluate(eval_set).items() if k != "confusion"},
+                checkpoint_data_state=it.get_state)
             final = trainer.evaluate(eval_set)
             summary = trainer.summary()
             if name == "rgft":
@@ -176,6 +186,9 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                   f"{row['gflops_per_step']:.1f} GFLOP/step  update ratio "
                   f"{row['update_ratio']:.3f}  ({row['wall_time_s']:.0f}s)", flush=True)
             trainer.close()
+            if trainer.checkpoint_dir and os.path.isdir(trainer.checkpoint_dir):
+                # Finished: a rerun trains afresh. Only an interrupted run leaves checkpoints.
+                shutil.rmtree(trainer.checkpoint_dir)
     for seed, trainer in error_runs[:1]:
         fig = reporting.plot_error_map(
             trainer.error_history, trainer.partition.components,
@@ -229,6 +242,9 @@ def parse_args(argv=None) -> DemoConfig:
     p.add_argument("--label-column", default=d.label_column)
     p.add_argument("--out", default=d.out)
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="steps between checkpoints (0: none); rerunning with the same --out "
+                        "resumes each method from its last checkpoint")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     try:
@@ -242,7 +258,8 @@ def parse_args(argv=None) -> DemoConfig:
             learning_rate=a.learning_rate, eval_examples=a.eval_examples,
             update_every=a.update_every, components=a.components, model=a.model, train=a.train,
             test=a.test, text_column=a.text_column, label_column=a.label_column, out=a.out,
-            data_dir=a.data_dir, progress=not a.no_progress)
+            data_dir=a.data_dir, checkpoint_every=a.checkpoint_every,
+            progress=not a.no_progress)
     except ValueError as e:
         p.error(str(e))
 

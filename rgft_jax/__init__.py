@@ -8,6 +8,10 @@
 
 from rgft_jax import components as components
 from rgft_jax import dsca as dsca
+from rgft_jax._src.budget import ComponentCosts as ComponentCosts
+from rgft_jax._src.budget import analytic_costs as analytic_costs
+from rgft_jax._src.budget import budget_threshold as budget_threshold
+from rgft_jax._src.budget import calibrate as calibrate
 from rgft_jax._src.components import Partition as Partition
 from rgft_jax._src.components import Rule as Rule
 from rgft_jax._src.residual import ErrorMap as ErrorMap
@@ -23,11 +27,15 @@ from rgft_jax._src.residual import update_ratio as update_ratio
 __version__ = "0.1.0"
 
 __all__ = [
+    "ComponentCosts",
     "ErrorMap",
     "Partition",
     "ResidualGuidedState",
     "ResidualMaskState",
     "Rule",
+    "analytic_costs",
+    "budget_threshold",
+    "calibrate",
     "components",
     "dsca",
     "error_map",

@@ -24,6 +24,7 @@ import optax
 from rgft_jax._src import components as comp_lib
 from rgft_jax._src import presets
 from rgft_jax._src import residual
+from rgft_jax._src.budget import ComponentCosts, analytic_costs, budget_threshold
 
 __all__ = ["METHOD_KINDS", "Method", "build_optimizer", "component_rules", "trainable_regex"]
 
@@ -51,7 +52,10 @@ class Method:
       components: RGFT / mask granularity: ``'heads'`` (heads + 32-neuron groups + whole
         leaves), ``'leaves'`` (every matrix one component), ``'layers'`` or a rule tuple.
       threshold, gamma, beta, alpha, update_every, warmup_steps: RGFT knobs (see
-        :func:`rgft_jax.residual_guided`).
+        :func:`rgft_jax.residual_guided`). ``threshold=('budget', f)`` picks, at every
+        refresh, the mask that captures the most residual mass within ``f`` of the full
+        step's FLOPs (:func:`rgft_jax.budget_threshold` over :func:`rgft_jax.analytic_costs`
+        of the model and batch shape; the step's real FLOPs are measured, not assumed).
       sparse: RGFT and masks: probe steps (full gradient) every ``update_every`` steps and
         sparse steps that differentiate only leaves holding an active component.
       update_ratio: random / magnitude masks: fraction of the maskable parameters to train.
@@ -107,13 +111,28 @@ class Method:
             object.__setattr__(self, "mask", tuple(bool(m) for m in self.mask))
         if self.kind in ("rgft", "rgft_chain"):
             # Validate the RGFT knobs now, not at the first step.
+            budget = self.budget
+            if budget is not None and not (
+                    isinstance(budget, (int, float)) and not isinstance(budget, bool)
+                    and 0 < budget <= 1):
+                raise ValueError(f"Method: threshold=('budget', {budget!r}): the fraction of the "
+                                 "full step's FLOPs must be in (0, 1].")
             residual.residual_mask(
-                alpha=self.alpha, threshold=self.threshold, gamma=self.gamma, beta=self.beta,
-                update_every=self.update_every, warmup_steps=self.warmup_steps)
+                alpha=self.alpha, threshold="median" if budget is not None else self.threshold,
+                gamma=self.gamma, beta=self.beta, update_every=self.update_every,
+                warmup_steps=self.warmup_steps)
 
     @property
     def label(self) -> str:
         return self.name or self.kind
+
+    @property
+    def budget(self) -> float | None:
+        """The FLOPs fraction of a ``threshold=('budget', f)`` (``None`` otherwise)."""
+        th = self.threshold
+        if isinstance(th, (tuple, list)) and len(th) == 2 and th[0] == "budget":
+            return th[1]
+        return None
 
     @property
     def uses_mask(self) -> bool:
@@ -214,6 +233,7 @@ def build_optimizer(
     num_heads: int,
     num_layers: int,
     target_ratio: float | None = None,
+    batch_shape: tuple[int, int] | None = None,
 ) -> tuple[optax.GradientTransformationExtraArgs, comp_lib.Partition | None, str | None]:
     """The optimizer of ``method`` over the whole params tree.
 
@@ -239,7 +259,11 @@ def build_optimizer(
     if not method.uses_mask:
         return optax.with_extra_args_support(base), None, None
     part = comp_lib.Partition.build(params, component_rules(method, num_heads, params))
-    knobs = dict(alpha=method.alpha, threshold=method.threshold, gamma=method.gamma,
+    threshold = method.threshold
+    if method.budget is not None:
+        threshold = budget_threshold(
+            costs_for(part, params, num_heads, num_layers, batch_shape, method), method.budget)
+    knobs = dict(alpha=method.alpha, threshold=threshold, gamma=method.gamma,
                  beta=method.beta, update_every=method.update_every,
                  warmup_steps=method.warmup_steps)
     if method.kind == "rgft":
@@ -250,6 +274,28 @@ def build_optimizer(
     tx = residual.residual_guided(
         base, part, threshold=lambda r: mask, gamma=0.0, beta=0.0, update_every=1)
     return tx, part, None
+
+
+def costs_for(
+    part: comp_lib.Partition, params: Any, num_heads: int, num_layers: int,
+    batch_shape: tuple[int, int] | None, method: Method,
+) -> ComponentCosts:
+    """Analytic per-component FLOPs of ``part`` for batches of ``batch_shape`` tokens."""
+    if batch_shape is None:
+        raise ValueError(
+            f"Method {method.label!r}: threshold=('budget', {method.budget}) needs the batch "
+            "shape for its cost model: pass batch_shape=(batch, seq_len) to the Trainer.")
+    hidden = None
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if re.search(r"attention/(?:self/)?query/kernel$", comp_lib.key_path_to_str(path)):
+            hidden = x.shape[0]
+            break
+    if hidden is None:
+        raise ValueError(f"Method {method.label!r}: no attention/query/kernel leaf to read the "
+                         "hidden size from; budget thresholds need a transformer.")
+    batch, seq_len = batch_shape
+    return analytic_costs(part, tokens=batch * seq_len, seq_len=seq_len, batch=batch,
+                          num_layers=num_layers, hidden=hidden, num_heads=num_heads)
 
 
 def trainable_pattern(params: Any, trainable: str | None) -> tuple[bool, ...]:

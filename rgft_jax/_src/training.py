@@ -187,6 +187,8 @@ class Trainer:
         sketches the full gradient and updates the module library
         (:attr:`module_history`); the blocks are the method's components (the ``'heads'``
         components for methods without a mask).
+      batch_shape: ``(batch, seq_len)`` of the training batches; needed by the cost model
+        of ``threshold=('budget', f)``.
     """
 
     def __init__(
@@ -202,6 +204,7 @@ class Trainer:
         target_ratio: float | None = None,
         workdir: str | os.PathLike | None = None,
         dsca: Any = None,
+        batch_shape: tuple[int, int] | None = None,
     ):
         if not isinstance(method, methods_lib.Method):
             raise TypeError(f"Trainer: method must be a Method, got {method!r}.")
@@ -228,7 +231,7 @@ class Trainer:
         self.treedef = jax.tree_util.tree_structure(params)
         self.tx, self.partition, trainable = methods_lib.build_optimizer(
             method, params, total_steps=config.steps, num_heads=num_heads,
-            num_layers=num_layers, target_ratio=target_ratio)
+            num_layers=num_layers, target_ratio=target_ratio, batch_shape=batch_shape)
         self.base_pattern = methods_lib.trainable_pattern(params, trainable)
         self.total_params = methods_lib.count_params(params)
         self._param_shardings = None
@@ -560,11 +563,17 @@ class Trainer:
         if self.workdir is None:
             raise ValueError("Trainer: checkpoints need workdir=, got None.")
         if self._ckpt is None:
-            path = os.path.abspath(os.path.join(self.workdir, "checkpoints", self.method.label))
             self._ckpt = ocp.CheckpointManager(
-                path, options=ocp.CheckpointManagerOptions(
+                self.checkpoint_dir, options=ocp.CheckpointManagerOptions(
                     max_to_keep=self.config.keep_checkpoints or None, create=True))
         return self._ckpt
+
+    @property
+    def checkpoint_dir(self) -> str | None:
+        """Where this method's checkpoints go (``None`` without a workdir)."""
+        if self.workdir is None:
+            return None
+        return os.path.abspath(os.path.join(self.workdir, "checkpoints", self.method.label))
 
     def save(self, data_state: Any = None) -> None:
         """Saves state + data position atomically (orbax writes, then renames)."""

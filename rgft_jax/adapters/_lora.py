@@ -15,6 +15,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -134,6 +135,12 @@ def add_lora(
     return found
 
 
+def _abstract_projection(in_features, out_features, use_bias: bool) -> Projection:
+    # The Rngs must be created inside nnx.eval_shape's trace: one made outside would be
+    # mutated from a different trace level (flax TraceContextError).
+    return Projection(in_features, out_features, use_bias=use_bias, rngs=nnx.Rngs(0))
+
+
 def merge_lora(model: nnx.Module) -> int:
     """Folds every adapter into its kernel and restores plain projections (in place).
 
@@ -144,9 +151,9 @@ def merge_lora(model: nnx.Module) -> int:
     for parent, key, child, _ in list(_walk(model)):
         if isinstance(child, LoRAProjection):
             child.kernel[...] = child.kernel[...] + child.delta().astype(child.kernel[...].dtype)
-            plain = nnx.eval_shape(lambda: Projection(
-                child.in_features, child.out_features, use_bias=child.bias is not None,
-                rngs=nnx.Rngs(0)))
+            plain = nnx.eval_shape(functools.partial(
+                _abstract_projection, child.in_features, child.out_features,
+                child.bias is not None))
             plain.kernel = child.kernel
             plain.bias = child.bias
             plain.precision = child.precision
