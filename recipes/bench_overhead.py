@@ -55,9 +55,12 @@ def main(argv=None) -> dict:
     n_params = sum(x.size for x in jax.tree.leaves(params))
     rules = (rgft.Rule(r"^classifier/", exclude=True), *rgft.components.bert(12))
     part = rgft.Partition.build(params, rules)
-    keys = iter(jax.random.split(jax.random.key(1), 4))
-    grads = [jax.tree.map(lambda x, k=next(keys): 1e-3 * jax.random.normal(k, x.shape), params)
-             for _ in range(4)]
+    grads = []
+    for key in jax.random.split(jax.random.key(1), 4):
+        leaves, treedef = jax.tree.flatten(params)
+        keys = jax.random.split(key, len(leaves))
+        grads.append(jax.tree.unflatten(
+            treedef, [1e-3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)]))
     knobs = dict(update_every=a.update_every)
     variants = {
         "adamw": optax.adamw(1e-4),

@@ -309,7 +309,7 @@ class Partition:
         rules: Sequence[Rule] = (),
         *,
         unmatched: Literal["whole", "exclude"] = "whole",
-    ) -> "Partition":
+    ) -> Partition:
         """Builds the partition of ``params`` (arrays or ``ShapeDtypeStruct`` s).
 
         Args:
@@ -488,7 +488,10 @@ class Partition:
         )
         out = []
         for s, dt in zip(self.leaves, dtypes):
-            out.append(self._expand(values, s).astype(dt) if s.n_groups else jnp.full(s.shape, fill, dt))
+            if s.n_groups:
+                out.append(self._expand(values, s).astype(dt))
+            else:
+                out.append(jnp.full(s.shape, fill, dt))
         return jax.tree_util.tree_unflatten(self.treedef, out)
 
     def _expand(self, values: jax.Array, s: LeafSpec) -> jax.Array:

@@ -22,8 +22,7 @@ import numpy as np
 import optax
 
 from rgft_jax._src import components as comp_lib
-from rgft_jax._src import presets
-from rgft_jax._src import residual
+from rgft_jax._src import presets, residual
 from rgft_jax._src.budget import ComponentCosts, analytic_costs, budget_threshold
 
 __all__ = ["METHOD_KINDS", "Method", "build_optimizer", "component_rules", "trainable_regex"]

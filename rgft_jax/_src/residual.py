@@ -436,7 +436,8 @@ def find_error_maps(opt_state: Any) -> list[ErrorMap]:
                 ErrorMap(x.residuals, x.mask, x.lr_scale, x.count, x.skipped)
             )
             if isinstance(x, ResidualGuidedState):
-                jax.tree_util.tree_map(visit, x.inner_state, is_leaf=lambda y: isinstance(y, _STATES))
+                jax.tree_util.tree_map(
+                    visit, x.inner_state, is_leaf=lambda y: isinstance(y, _STATES))
         return x
 
     jax.tree_util.tree_map(visit, opt_state, is_leaf=lambda y: isinstance(y, _STATES))

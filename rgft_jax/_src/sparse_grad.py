@@ -36,8 +36,8 @@ class GroupGrad(NamedTuple):
     n_groups: int  # G (static)
 
 
-_ACTIVE: contextvars.ContextVar[Mapping[int, GroupGrad]] = contextvars.ContextVar(
-    "rgft_group_grads", default={})
+_ACTIVE: contextvars.ContextVar[Mapping[int, GroupGrad] | None] = contextvars.ContextVar(
+    "rgft_group_grads", default=None)
 
 
 @contextlib.contextmanager
@@ -52,7 +52,8 @@ def group_grads(mapping: Mapping[int, GroupGrad]) -> Iterator[None]:
 
 def active_group_spec(module: Any) -> GroupGrad | None:
     """The :class:`GroupGrad` registered for ``module`` in the current context, if any."""
-    return _ACTIVE.get().get(id(module))
+    active = _ACTIVE.get()
+    return None if active is None else active.get(id(module))
 
 
 def _split(x: jax.Array, axis: int, g: int) -> jax.Array:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import math
 import os
 import time
@@ -272,13 +271,14 @@ class Trainer:
         if self.mesh is None:
             opt_state = jax.jit(self.tx.init)(params)
         else:
-            # jit(init) does not carry params' shardings to the state: derive them.
+            # jit(init) does not carry params' shardings to the state: derive them. fsdp_spec
+            # depends on the shape only, so moments get their params' specs and the small
+            # leaves (counts, RGFT's per-component vectors) are replicated. (Not
+            # optax.tree_utils.tree_map_params: it calls init on a placeholder, which RGFT's
+            # init rejects: it needs the real tree to check its partition.)
             abstract = jax.eval_shape(self.tx.init, params)
-            repl = NamedSharding(self.mesh, P())
-            shardings = optax.tree_utils.tree_map_params(
-                self.tx, lambda _, s: s, abstract, self._param_shardings,
-                transform_non_params=lambda _: repl,
-                is_leaf=lambda x: isinstance(x, NamedSharding))
+            shardings = jax.tree.map(
+                lambda x: NamedSharding(self.mesh, fsdp_spec(x, self.mesh)), abstract)
             opt_state = jax.jit(self.tx.init, out_shardings=shardings)(params)
         return TrainState(jnp.zeros([], jnp.int32), params, opt_state, rng)
 
@@ -372,7 +372,8 @@ class Trainer:
             params = optax.apply_updates(state.params, updates)
             metrics = {"loss": loss, "grad_norm": optax.tree.norm(g_train)}
             if task != "lm":
-                metrics["accuracy"] = jnp.mean((stats["pred"] == batch["label"]).astype(jnp.float32))
+                hits = (stats["pred"] == batch["label"]).astype(jnp.float32)
+                metrics["accuracy"] = jnp.mean(hits)
             dsca_state, library = state.dsca, None
             if dsca_cfg is not None and observe:  # probe step: the full gradient is here
                 from rgft_jax import dsca as dsca_lib
@@ -445,7 +446,7 @@ class Trainer:
         self,
         train_iter: Iterator[Mapping[str, np.ndarray]],
         *,
-        eval_fn: Callable[["Trainer"], Mapping[str, float]] | None = None,
+        eval_fn: Callable[[Trainer], Mapping[str, float]] | None = None,
         eval_every: int = 0,
         checkpoint_data_state: Callable[[], Any] | None = None,
     ) -> list[dict[str, Any]]:
@@ -505,9 +506,8 @@ class Trainer:
         preds, labels, nll, tokens = [], [], 0.0, 0.0
         for batch in tqdm(batches, desc="eval", disable=not self.config.progress, leave=False):
             out = jax.device_get(self._eval_fn(self.state.params, self._put_batch(batch)))
-            valid = np.asarray(batch.get("valid", np.ones(len(batch["input_ids"]
-                                                              if "input_ids" in batch
-                                                              else batch["image"]), bool)))
+            rows = len(next(iter(batch.values())))
+            valid = np.asarray(batch.get("valid", np.ones(rows, bool)))
             if self.config.task == "lm":
                 nll += float(out["nll_sum"])
                 tokens += float(out["tokens"])
@@ -606,9 +606,3 @@ class Trainer:
         if self._writer is not None:
             self._writer.close()
 
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-    os.replace(tmp, path)
