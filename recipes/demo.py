@@ -107,7 +107,7 @@ def load_data(cfg: DemoConfig):
     return train, test, names, info
 
 
-def make_method(name: str, cfg: DemoConfig, target_ratio=None):
+def make_method(name: str, cfg: DemoConfig):
     from rgft_jax.training import Method
 
     common = dict(learning_rate=cfg.learning_rate, update_every=cfg.update_every)
@@ -127,7 +127,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
 
     from rgft_jax import data, reporting
     from rgft_jax.models import bert
-    from rgft_jax.training import TrainConfig, Trainer
+    from rgft_jax.training import TrainConfig, Trainer, fit_together
 
     t_start = time.time()
     os.makedirs(cfg.out, exist_ok=True)
@@ -147,48 +147,51 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
           f"{time.time() - t0:.1f}s", flush=True)
 
     runs, histories, figures, error_runs = [], {}, [], []
-    target_ratio = None
-    order = sorted(cfg.methods, key=lambda m: 0 if m == "rgft" else 1)  # masks match RGFT
+    evaluate = lambda tr: {k: v for k, v in tr.evaluate(eval_set).items() if k != "confusion"}
     for seed in cfg.seeds:
-        for name in order:
-            method = make_method(name, cfg)
+        trainers, iters = [], []
+        for name in cfg.methods:
             model = bert.from_pretrained(model_dir, num_labels=len(label_names), seed=seed)
             tcfg = TrainConfig(steps=cfg.steps, seed=seed, progress=cfg.progress, log_every=5,
                                checkpoint_every=cfg.checkpoint_every)
-            trainer = Trainer(model, method, tcfg, num_heads=bcfg.num_attention_heads,
+            trainer = Trainer(model, make_method(name, cfg), tcfg,
+                              num_heads=bcfg.num_attention_heads,
                               num_layers=bcfg.num_hidden_layers, num_classes=len(label_names),
-                              target_ratio=target_ratio,
                               workdir=os.path.join(cfg.out, f"seed{seed}"),
                               batch_shape=(cfg.batch_size, cfg.max_length))
             it = data.TrainIterator(train_src, batch_size=cfg.batch_size, seed=seed,
                                     batch_fn=batcher)
-            t0 = time.time()
             if cfg.checkpoint_every:
                 position = trainer.restore()  # None when there is no checkpoint yet
                 if position is not None:
                     it.set_state(position)
                     print(f"{name}: resumed at step {int(trainer.state.step)}", flush=True)
-            trainer.fit(it, eval_fn=lambda tr: {
-                k: v for k, v in tr.evaluate(eval_set).items() if k != "confusion"},
-                checkpoint_data_state=it.get_state)
+            trainers.append(trainer)
+            iters.append(it)
+        # Lockstep: step t of every method, then t + 1, so machine noise hits all alike.
+        t0 = time.time()
+        fit_together(trainers, iters, eval_fn=evaluate,
+                     checkpoint_data_states=[it.get_state for it in iters])
+        wall = time.time() - t0
+        for name, trainer in zip(cfg.methods, trainers):
             final = trainer.evaluate(eval_set)
             summary = trainer.summary()
-            if name == "rgft":
-                target_ratio = summary["update_ratio"]
+            if trainer.partition is not None and trainer.error_history:
                 error_runs.append((seed, trainer))
             row = {**summary, "seed": seed, "accuracy": final["accuracy"],
                    "macro_f1": final["macro_f1"], "confusion": final["confusion"],
-                   "wall_time_s": time.time() - t0}
+                   "wall_time_s": wall}
             runs.append(row)
             histories[f"{name} (seed {seed})"] = trainer.history
             print(f"{name:>14} seed {seed}: acc {row['accuracy']:.4f}  macro-F1 "
                   f"{row['macro_f1']:.4f}  step {row['step_time_s']:.3f}s  "
                   f"{row['gflops_per_step']:.1f} GFLOP/step  update ratio "
-                  f"{row['update_ratio']:.3f}  ({row['wall_time_s']:.0f}s)", flush=True)
+                  f"{row['update_ratio']:.3f}  compiles {row['compilations']}", flush=True)
             trainer.close()
             if trainer.checkpoint_dir and os.path.isdir(trainer.checkpoint_dir):
                 # Finished: a rerun trains afresh. Only an interrupted run leaves checkpoints.
                 shutil.rmtree(trainer.checkpoint_dir)
+        print(f"seed {seed}: {len(trainers)} methods in lockstep, {wall:.0f}s", flush=True)
     for seed, trainer in error_runs[:1]:
         fig = reporting.plot_error_map(
             trainer.error_history, trainer.partition.components,
@@ -203,9 +206,11 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         f"Held-out test examples evaluated: {len(eval_labels)}; majority-class rate "
         f"{majority:.3f}.",
         "GFLOPs/step: XLA cost analysis of each compiled step, averaged over the steps that "
-        "ran (RGFT: probe steps with the full gradient, sparse steps differentiating only the "
-        "leaves that hold an active component). Masked-but-computed work is not a saving.",
-        "step time: median wall time of a step after compilation, same machine, same run.",
+        "ran (RGFT: probe steps with the full gradient; sparse steps differentiate only layers "
+        "down to the lowest active component, and compute weight gradients only for active "
+        "heads / neuron groups). Masked-but-computed work is not a saving.",
+        "step time: median wall time of a step after compilation; methods run in lockstep "
+        "(step t of every method, then t + 1) so background load hits all alike.",
         f"Total demo wall time: {time.time() - t_start:.0f}s.",
     ]
     cfg_dict = {**dataclasses.asdict(cfg), "model": model_dir}
@@ -217,6 +222,25 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     print(reporting.markdown_table(payload["runs"]))
     print(f"\nreport: {paths['md']}  figures: {', '.join(figures)}")
     return payload
+
+
+def _threshold_text(threshold: Any) -> str:
+    return threshold if isinstance(threshold, str) else f"{threshold[0]}:{threshold[1]}"
+
+
+def parse_threshold(text: str) -> Any:
+    """``median`` | ``percentile:P`` | ``top_k:K`` | ``top_fraction:F`` | ``budget:F``."""
+    if text == "median":
+        return "median"
+    kind, sep, value = text.partition(":")
+    kinds = {"percentile": float, "top_k": int, "top_fraction": float, "budget": float}
+    if not sep or kind not in kinds:
+        raise ValueError(f"--threshold {text!r}: expected median, percentile:P, top_k:K, "
+                         "top_fraction:F or budget:F.")
+    try:
+        return (kind, kinds[kind](value))
+    except ValueError:
+        raise ValueError(f"--threshold {text!r}: {value!r} is not a number.") from None
 
 
 def parse_args(argv=None) -> DemoConfig:
@@ -235,6 +259,9 @@ def parse_args(argv=None) -> DemoConfig:
                    help="test examples to evaluate (0: the whole test split)")
     p.add_argument("--update-every", type=int, default=d.update_every)
     p.add_argument("--components", default=d.components, choices=["heads", "leaves", "layers"])
+    p.add_argument("--threshold", default=_threshold_text(d.threshold),
+                   help="RGFT mask: median | percentile:P | top_k:K | top_fraction:F | "
+                        "budget:F (F = fraction of the full step's FLOPs)")
     p.add_argument("--model", default=None, help="local BERT-family checkpoint directory")
     p.add_argument("--train", default=None, help="CSV/JSONL with text and label columns")
     p.add_argument("--test", default=None, help="CSV/JSONL test file (default: a split of --train)")
@@ -252,7 +279,8 @@ def parse_args(argv=None) -> DemoConfig:
     except ValueError:
         p.error(f"--seeds {a.seeds!r}: expected a comma list of integers")
     try:
-        return DemoConfig(
+        threshold = parse_threshold(a.threshold)
+        return DemoConfig(threshold=threshold,
             methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), steps=a.steps,
             seeds=seeds, batch_size=a.batch_size, max_length=a.max_length,
             learning_rate=a.learning_rate, eval_examples=a.eval_examples,

@@ -97,7 +97,10 @@ def plot_error_map(
 
     if not history:
         return None
-    picks = np.unique(np.linspace(0, len(history) - 1, min(snapshots, len(history))).astype(int))
+    # Snapshots evenly spaced in *steps* (probes are dense during warm-up, sparse later).
+    steps_arr = np.array([h[0] for h in history], float)
+    targets = np.linspace(steps_arr[0], steps_arr[-1], min(snapshots, len(history)))
+    picks = np.unique([int(np.argmin(np.abs(steps_arr - t))) for t in targets])
     grids = [error_map_grid(history[i][1], components, kind) for i in picks]
     if grids[0][0].size == 0:
         return None

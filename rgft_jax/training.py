@@ -12,6 +12,7 @@ from rgft_jax._src.training import TrainConfig as TrainConfig
 from rgft_jax._src.training import Trainer as Trainer
 from rgft_jax._src.training import TrainState as TrainState
 from rgft_jax._src.training import classification_metrics as classification_metrics
+from rgft_jax._src.training import fit_together as fit_together
 from rgft_jax._src.training import fsdp_spec as fsdp_spec
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "build_optimizer",
     "classification_metrics",
     "component_rules",
+    "fit_together",
     "fixed_mask",
     "fsdp_spec",
     "sparse_pattern",

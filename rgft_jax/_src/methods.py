@@ -308,15 +308,19 @@ def trainable_pattern(params: Any, trainable: str | None) -> tuple[bool, ...]:
 
 def sparse_pattern(
     part: comp_lib.Partition, mask: np.ndarray, params: Any | None = None,
-    group_grads: bool = True,
+    group_grads: bool = True, levels: int = 4,
 ) -> tuple[bool | int, ...]:
     """What a sparse step differentiates, per leaf.
 
     ``False``: no active component (the leaf is frozen, XLA skips its weight gradient and,
     below the lowest differentiated leaf, all backprop). ``True``: dense gradient. An int
-    ``K``: a matrix split into groups of which ``K`` are active: weight gradients for those
-    ``K`` groups only (see :func:`rgft_jax._src.sparse_grad.group_sparse_tensordot`).
-    Excluded leaves (task heads) are always ``True``.
+    ``K``: a matrix split into ``G`` groups of which at most ``K`` are active: weight
+    gradients for ``K`` groups only (see
+    :func:`rgft_jax._src.sparse_grad.group_sparse_tensordot`). ``K`` is the active count
+    rounded up to a multiple of ``ceil(G / levels)``, so masks that differ a little share one
+    compiled step; the rounding's extra groups are computed and then masked, and XLA's FLOPs
+    count them (nothing masked-but-computed is counted as saved). Excluded leaves (task
+    heads) are always ``True``.
     """
     mask = np.asarray(mask)
     shapes = None if params is None else [x.shape for x in jax.tree_util.tree_leaves(params)]
@@ -330,7 +334,9 @@ def sparse_pattern(
         if k == 0:
             out.append(False)
         elif group_grads and s.axis is not None and 0 < k < s.n_groups and ndim >= 2:
-            out.append(k)
+            q = -(-s.n_groups // levels)
+            k = min(s.n_groups, -(-k // q) * q)
+            out.append(k if k < s.n_groups else True)
         else:
             out.append(True)
     return tuple(out)

@@ -34,7 +34,7 @@ from jax.sharding import PartitionSpec as P
 from rgft_jax._src import methods as methods_lib
 from rgft_jax._src import residual, sparse_grad
 
-__all__ = ["TrainConfig", "TrainState", "Trainer", "classification_metrics"]
+__all__ = ["TrainConfig", "TrainState", "Trainer", "classification_metrics", "fit_together"]
 
 TASKS = ("classification", "lm", "image_classification")
 
@@ -458,27 +458,23 @@ class Trainer:
           eval_every: 0 evaluates only at the end.
           checkpoint_data_state: returns the data position saved with each checkpoint.
         """
-        from tqdm.auto import tqdm
+        return fit_together([self], [train_iter], eval_fn=eval_fn, eval_every=eval_every,
+                            checkpoint_data_states=[checkpoint_data_state])[0]
 
-        start = int(self.state.step)
-        bar = tqdm(total=self.config.steps, initial=start, desc=self.method.label,
-                   disable=not self.config.progress, dynamic_ncols=True, leave=False)
-        for step in range(start, self.config.steps):
-            metrics = self.train_step(next(train_iter))
-            metrics["step"] = step + 1
-            if self.config.log_every and ((step + 1) % self.config.log_every == 0
-                                          or step + 1 == self.config.steps):
-                self.history.append(metrics)
-                self._log_scalars(step + 1, metrics, "train")
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False)
-            bar.update(1)
-            if eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and (
-                    step + 1 < self.config.steps):
-                res = eval_fn(self)
-                self._log_scalars(step + 1, res, "eval")
-            if self.config.checkpoint_every and (step + 1) % self.config.checkpoint_every == 0:
-                self.save(checkpoint_data_state() if checkpoint_data_state else None)
-        bar.close()
+    def _after_step(self, metrics, eval_fn, eval_every, data_state) -> None:
+        """Logging, periodic evaluation and checkpoints after one step."""
+        step = int(metrics["step"])
+        if self.config.log_every and (step % self.config.log_every == 0
+                                      or step == self.config.steps):
+            self.history.append(metrics)
+            self._log_scalars(step, metrics, "train")
+        if eval_fn is not None and eval_every and step % eval_every == 0 and (
+                step < self.config.steps):
+            self._log_scalars(step, eval_fn(self), "eval")
+        if self.config.checkpoint_every and step % self.config.checkpoint_every == 0:
+            self.save(data_state() if data_state else None)
+
+    def _finish(self, eval_fn) -> list[dict[str, Any]]:
         final = {}
         if eval_fn is not None:
             final = dict(eval_fn(self))
@@ -606,3 +602,45 @@ class Trainer:
         if self._writer is not None:
             self._writer.close()
 
+
+def fit_together(
+    trainers: list[Trainer],
+    train_iters: list[Iterator[Mapping[str, np.ndarray]]],
+    *,
+    eval_fn: Callable[[Trainer], Mapping[str, float]] | None = None,
+    eval_every: int = 0,
+    checkpoint_data_states: list[Callable[[], Any] | None] | None = None,
+) -> list[list[dict[str, Any]]]:
+    """Trains several trainers in lockstep: step ``t`` of every method, then step ``t + 1``.
+
+    Interleaving makes step-time ratios between methods robust to whatever else the machine
+    is doing (a background job slows every method alike), which is how the demo and the
+    benchmarks compare methods. Each trainer resumes from its own step.
+
+    Returns:
+      Each trainer's history (as :meth:`Trainer.fit`).
+    """
+    from tqdm.auto import tqdm
+
+    if len(trainers) != len(train_iters):
+        raise ValueError(f"fit_together: {len(trainers)} trainers but {len(train_iters)} "
+                         "iterators.")
+    states = checkpoint_data_states or [None] * len(trainers)
+    total = max(t.config.steps for t in trainers)
+    starts = [int(t.state.step) for t in trainers]
+    show = any(t.config.progress for t in trainers)
+    bar = tqdm(total=total, initial=min(starts), disable=not show, dynamic_ncols=True,
+               leave=False, desc=",".join(t.method.label for t in trainers))
+    for step in range(min(starts), total):
+        losses = {}
+        for tr, it, data_state in zip(trainers, train_iters, states):
+            if step < int(tr.state.step) or step >= tr.config.steps:
+                continue
+            metrics = tr.train_step(next(it))
+            metrics["step"] = step + 1
+            losses[tr.method.label] = f"{metrics['loss']:.3f}"
+            tr._after_step(metrics, eval_fn, eval_every, data_state)
+        bar.set_postfix(losses, refresh=False)
+        bar.update(1)
+    bar.close()
+    return [tr._finish(eval_fn) for tr in trainers]

@@ -22,3 +22,8 @@ def run_script(name: str, timeout: int = 600) -> str:
 @pytest.mark.multidevice
 def test_transforms_sharded_equal_single_device():
     assert "SHARDED_OK" in run_script("_transforms_sharded.py")
+
+
+@pytest.mark.multidevice
+def test_trainer_on_mesh_equals_single_device():
+    assert "TRAINING_SHARDED_OK" in run_script("_training_sharded.py")

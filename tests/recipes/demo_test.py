@@ -104,4 +104,4 @@ def test_demo_real_model_real_corpus_few_steps(tmp_path):
                     "--methods", "full,rgft", "--out", str(out), "--no-progress"])
     assert rc == 0
     runs = json.loads((out / "report.json").read_text())["runs"]
-    assert [r["method"] for r in runs] == ["rgft", "full"]
+    assert [r["method"] for r in runs] == ["full", "rgft"]
