@@ -40,7 +40,9 @@ class DemoConfig:
     learning_rate: float = 1e-4
     eval_examples: int = 2048  # of the held-out test split (0: all of it)
     update_every: int = 25
-    threshold: Any = "median"
+    # Half of a full step's FLOPs: real savings (lower layers frozen, active heads / neuron
+    # groups only). `--threshold median` is the proposal's mask (little saving).
+    threshold: Any = ("budget", 0.5)
     components: str = "heads"
     model: str | None = None  # a local BERT-family checkpoint directory
     train: str | None = None  # CSV/JSONL with text and label columns
