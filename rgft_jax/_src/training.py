@@ -397,7 +397,8 @@ class Trainer:
         return jax.device_put(batch, sh)
 
     def _compiled(self, pattern, observe, batch) -> _CompiledStep:
-        key = (pattern, observe)
+        # Batch shapes are part of the key: a batch of a new shape compiles its own step.
+        key = (pattern, observe, tuple(sorted((k, v.shape) for k, v in batch.items())))
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -406,7 +407,7 @@ class Trainer:
         self.compilations += 1
         entry = _CompiledStep(compiled, _cost_flops(compiled),
                               methods_lib.count_params(self.state.params, pattern, self.partition))
-        self.flops_by_pattern[key] = entry.flops
+        self.flops_by_pattern[key[:2]] = entry.flops
         self._cache[key] = entry
         while len(self._cache) > self.config.max_compiled:
             self._cache.popitem(last=False)
