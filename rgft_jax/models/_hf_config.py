@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Collection, Mapping
@@ -105,3 +106,15 @@ def checkpoint_files(local_dir: str | os.PathLike[str]) -> list[str]:
         f"no model.safetensors or model.safetensors.index.json in {d} "
         "(PyTorch .bin checkpoints are not supported; re-save with safe_serialization=True)"
     )
+
+
+def config_kwargs(cls: type, hf: Mapping[str, Any], **resolved: Any) -> dict[str, Any]:
+    """Keyword arguments of the dataclass ``cls`` from an HF config dict.
+
+    Every field takes the HF value of the same name, or the dataclass default when the
+    config lacks it; ``resolved`` values (already validated, e.g. the activation) win.
+    """
+    defaults = cls()
+    out = {f.name: hf.get(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(cls)}
+    out.update(resolved)
+    return out

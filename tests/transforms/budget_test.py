@@ -19,6 +19,7 @@ from rgft_jax._src.budget import (
     calibrate,
 )
 from rgft_jax.components import Partition, Rule
+from rgft_jax.models import bert
 
 D, H, DH, F, L, V = 384, 12, 32, 1536, 6, 30522  # all-MiniLM-L6-v2
 BATCH, SEQ = 32, 64
@@ -31,28 +32,8 @@ def _sds(shape):
 
 
 def minilm_ours():
-    """The param tree of rgft_jax.models' BERT for all-MiniLM-L6-v2 (as in components_test)."""
-    layer = {
-        "attention": {
-            **{n: {"kernel": _sds((D, H, DH)), "bias": _sds((H, DH))}
-               for n in ("query", "key", "value")},
-            "out": {"kernel": _sds((H, DH, D)), "bias": _sds((D,))},
-        },
-        "attention_norm": {"scale": _sds((D,)), "bias": _sds((D,))},
-        "mlp": {"up": {"kernel": _sds((D, F)), "bias": _sds((F,))},
-                "down": {"kernel": _sds((F, D)), "bias": _sds((D,))}},
-        "mlp_norm": {"scale": _sds((D,)), "bias": _sds((D,))},
-    }
-    return {
-        "encoder": {
-            "embeddings": {"word": {"embedding": _sds((V, D))},
-                           "position": {"embedding": _sds((512, D))},
-                           "token_type": {"embedding": _sds((2, D))},
-                           "norm": {"scale": _sds((D,)), "bias": _sds((D,))}},
-            "layers": [layer] * L,
-        },
-        "classifier": {"kernel": _sds((D, 3)), "bias": _sds((3,))},
-    }
+    """The param tree of rgft_jax.models' BERT classifier for all-MiniLM-L6-v2 (abstract)."""
+    return bert.abstract_params(bert.BertConfig.minilm_l6_h384(), num_labels=3)
 
 
 _MINILM = {}

@@ -3,6 +3,7 @@
 """BERT-family encoder (HF ``BertModel`` parity) and sequence classifier."""
 
 from rgft_jax.models.bert.modeling import BertConfig as BertConfig
+from rgft_jax.models.bert.modeling import abstract_params as abstract_params
 from rgft_jax.models.bert.modeling import BertEncoder as BertEncoder
 from rgft_jax.models.bert.modeling import (
     BertForSequenceClassification as BertForSequenceClassification,
@@ -19,6 +20,7 @@ __all__ = [
     "BertConfig",
     "BertEncoder",
     "BertForSequenceClassification",
+    "abstract_params",
     "embed",
     "encoder_from_pretrained",
     "forward",

@@ -129,13 +129,7 @@ class BertConfig:
         _hf_config.require(hf, "is_decoder", {False}, False, owner=owner)
         _hf_config.require(hf, "add_cross_attention", {False}, False, owner=owner)
         act = _hf_config.require(hf, "hidden_act", SUPPORTED_ACTIVATIONS, "gelu", owner=owner)
-        defaults = cls()
-        kwargs = {
-            f.name: hf.get(f.name, getattr(defaults, f.name))
-            for f in dataclasses.fields(cls)
-            if f.name != "hidden_act"
-        }
-        return cls(hidden_act=act, **kwargs)
+        return cls(**_hf_config.config_kwargs(cls, hf, hidden_act=act))
 
     @classmethod
     def bert_base(cls) -> BertConfig:
@@ -368,6 +362,22 @@ class BertForSequenceClassification(nnx.Module):
             input_ids, attention_mask, token_type_ids, deterministic=deterministic, rngs=rngs
         )
         return self.classifier(self.dropout(pooled, deterministic=deterministic, rngs=rngs))
+
+
+def abstract_params(
+    config: BertConfig, num_labels: int | None = None, pooling: str = "mean"
+) -> nnx.State:
+    """The ``nnx.Param`` state of a model as ``jax.ShapeDtypeStruct`` s (nothing allocated).
+
+    ``num_labels=None`` gives the encoder's tree, an int the classifier's. Use it to build
+    component partitions, cost models or shardings before any weights are loaded.
+    """
+    if num_labels is None:
+        build = lambda: BertEncoder(config, rngs=nnx.Rngs(0))
+    else:
+        build = lambda: BertForSequenceClassification(config, num_labels, pooling,
+                                                      rngs=nnx.Rngs(0))
+    return nnx.state(nnx.eval_shape(build), nnx.Param)
 
 
 @nnx.jit

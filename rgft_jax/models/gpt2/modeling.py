@@ -120,13 +120,7 @@ class GPT2Config:
         act = _hf_config.require(
             hf, "activation_function", SUPPORTED_ACTIVATIONS, "gelu_new", owner=owner
         )
-        defaults = cls()
-        kwargs = {
-            f.name: hf.get(f.name, getattr(defaults, f.name))
-            for f in dataclasses.fields(cls)
-            if f.name != "activation_function"
-        }
-        return cls(activation_function=act, **kwargs)
+        return cls(**_hf_config.config_kwargs(cls, hf, activation_function=act))
 
     @classmethod
     def gpt2_small(cls) -> GPT2Config:

@@ -130,13 +130,7 @@ class ViTConfig:
         owner = "ViTConfig"
         _hf_config.require(hf, "model_type", {"vit"}, None, owner=owner)
         act = _hf_config.require(hf, "hidden_act", SUPPORTED_ACTIVATIONS, "gelu", owner=owner)
-        defaults = cls()
-        kwargs = {
-            f.name: hf.get(f.name, getattr(defaults, f.name))
-            for f in dataclasses.fields(cls)
-            if f.name != "hidden_act"
-        }
-        return cls(hidden_act=act, **kwargs)
+        return cls(**_hf_config.config_kwargs(cls, hf, hidden_act=act))
 
     @classmethod
     def vit_base_patch16_224(cls) -> ViTConfig:
