@@ -149,7 +149,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
           f"{time.time() - t0:.1f}s", flush=True)
 
     runs, histories, figures, error_runs = [], {}, [], []
-    evaluate = lambda tr: {k: v for k, v in tr.evaluate(eval_set).items() if k != "confusion"}
+    evaluate = lambda tr: tr.evaluate(eval_set)
     for seed in cfg.seeds:
         trainers, iters = [], []
         for name in cfg.methods:
@@ -172,11 +172,11 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             iters.append(it)
         # Lockstep: step t of every method, then t + 1, so machine noise hits all alike.
         t0 = time.time()
-        fit_together(trainers, iters, eval_fn=evaluate,
-                     checkpoint_data_states=[it.get_state for it in iters])
+        results = fit_together(trainers, iters, eval_fn=evaluate,
+                               checkpoint_data_states=[it.get_state for it in iters])
         wall = time.time() - t0
-        for name, trainer in zip(cfg.methods, trainers):
-            final = trainer.evaluate(eval_set)
+        for name, trainer, result in zip(cfg.methods, trainers, results):
+            final = result[-1]["final_eval"]
             summary = trainer.summary()
             if trainer.partition is not None and trainer.error_history:
                 error_runs.append((seed, trainer))

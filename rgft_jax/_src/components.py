@@ -129,8 +129,15 @@ class Rule:
             )
         for name in ("groups", "width"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool)
+                                  or v < 1):
                 raise ValueError(f"Rule({self.pattern!r}): {name} must be an int >= 1, got {v!r}.")
+            if v is not None:
+                object.__setattr__(self, name, int(v))
+        if self.axis is not None:
+            if not isinstance(self.axis, (int, np.integer)) or isinstance(self.axis, bool):
+                raise ValueError(f"Rule({self.pattern!r}): axis must be an int, got {self.axis!r}.")
+            object.__setattr__(self, "axis", int(self.axis))
         split = self.groups is not None or self.width is not None
         if split and self.axis is None:
             raise ValueError(f"Rule({self.pattern!r}): groups/width need axis=, got axis=None.")
@@ -397,11 +404,17 @@ class Partition:
 
     # ------------------------------------------------------------------ checks
     def check_tree(self, tree: PyTree, argname: str = "params") -> None:
-        """Raises ``ValueError`` unless ``tree`` has this partition's structure and shapes."""
-        flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-        if treedef != self.treedef or len(flat) != len(self.leaves):
+        """Raises ``ValueError`` unless ``tree`` has this partition's leaf paths and shapes.
+
+        Only paths and shapes are compared, not container types: an ``nnx.State`` of
+        ``nnx.Param`` s (what ``nnx.Optimizer`` passes to ``init``) and the same state holding
+        plain arrays (what it passes to ``update``) share one partition.
+        """
+        flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+        paths = [key_path_to_str(p) for p, _ in flat]
+        if paths != [s.path for s in self.leaves]:
             mine = {s.path for s in self.leaves}
-            theirs = {key_path_to_str(p) for p, _ in flat}
+            theirs = set(paths)
             raise ValueError(
                 f"Partition was built for another tree than {argname}: "
                 f"missing from {argname}: {sorted(mine - theirs)[:8]}, "
@@ -492,7 +505,8 @@ class Partition:
                 out.append(self._expand(values, s).astype(dt))
             else:
                 out.append(jnp.full(s.shape, fill, dt))
-        return jax.tree_util.tree_unflatten(self.treedef, out)
+        treedef = self.treedef if like is None else jax.tree_util.tree_structure(like)
+        return jax.tree_util.tree_unflatten(treedef, out)
 
     def _expand(self, values: jax.Array, s: LeafSpec) -> jax.Array:
         """``values`` of leaf ``s``'s components, materialised in the leaf's shape."""
@@ -552,17 +566,17 @@ class Partition:
             if active is not None:
                 y = jnp.where(self._group_view(active, s), y, jnp.zeros((), x.dtype))
             out.append(y.reshape(s.shape))
-        return jax.tree_util.tree_unflatten(self.treedef, out)
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), out)
 
     def where(self, active: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
         """Entry-wise ``active[c] ? on_true : on_false``; excluded leaves take ``on_true``."""
         t_leaves = jax.tree_util.tree_leaves(on_true)
         f_leaves = jax.tree_util.tree_leaves(on_false)
         out = [self.leaf_where(i, active, t, f) for i, (t, f) in enumerate(zip(t_leaves, f_leaves))]
-        return jax.tree_util.tree_unflatten(self.treedef, out)
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(on_true), out)
 
 
-def resolve(spec: Any, tree: PyTree, *, argname: str = "partition") -> Partition:
+def resolve(spec: Any, tree: PyTree, *, tree_name: str = "params") -> Partition:
     """Turns what a user passes as ``partition=`` into a :class:`Partition` of ``tree``.
 
     Accepts ``None`` (every leaf one component), a :class:`Partition` (checked against the
@@ -571,7 +585,7 @@ def resolve(spec: Any, tree: PyTree, *, argname: str = "partition") -> Partition
     if spec is None:
         return Partition.build(tree)
     if isinstance(spec, Partition):
-        spec.check_tree(tree)
+        spec.check_tree(tree, tree_name)
         return spec
     if isinstance(spec, Rule) or (
         isinstance(spec, (list, tuple)) and all(isinstance(r, Rule) for r in spec)
@@ -581,18 +595,23 @@ def resolve(spec: Any, tree: PyTree, *, argname: str = "partition") -> Partition
         part = spec(tree)
         if not isinstance(part, Partition):
             raise TypeError(
-                f"{argname}: the callable must return a Partition, got {type(part).__name__}."
+                f"partition: the callable must return a Partition, got {type(part).__name__}."
             )
-        part.check_tree(tree)
+        part.check_tree(tree, tree_name)
         return part
     raise TypeError(
-        f"{argname}={spec!r}: expected None, a Partition, a Rule / sequence of Rules, or a "
+        f"partition={spec!r}: expected None, a Partition, a Rule / sequence of Rules, or a "
         "callable params -> Partition."
     )
 
 
 def check_partition_arg(spec: Any, argname: str = "partition") -> None:
     """Construction-time type check of a ``partition=`` argument (shapes come at init)."""
+    if getattr(spec, "__module__", "") == "rgft_jax._src.presets":
+        raise TypeError(
+            f"{argname}={getattr(spec, '__name__', spec)}: a preset must be called to give "
+            f"rules, e.g. {argname}=rgft_jax.components.{getattr(spec, '__name__', 'bert')}"
+            "(num_heads=12).")
     if spec is None or isinstance(spec, (Partition, Rule)) or callable(spec):
         return
     if isinstance(spec, (list, tuple)):

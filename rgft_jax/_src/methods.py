@@ -89,16 +89,26 @@ class Method:
     def __post_init__(self):
         if self.kind not in METHOD_KINDS:
             raise ValueError(f"Method: kind={self.kind!r}; allowed: {', '.join(METHOD_KINDS)}.")
-        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+        if not (isinstance(self.learning_rate, (int, float)) and not isinstance(
+                self.learning_rate, bool) and self.learning_rate > 0):
             raise ValueError(f"Method: learning_rate={self.learning_rate!r} must be > 0.")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ValueError(f"Method: weight_decay={self.weight_decay!r} must be >= 0.")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"Method: warmup_ratio={self.warmup_ratio!r} must be in [0, 1).")
-        if isinstance(self.components, str) and self.components not in _COMPONENTS:
-            raise ValueError(
-                f"Method: components={self.components!r}; allowed: {_COMPONENTS} or rules."
-            )
+        if isinstance(self.components, str):
+            if self.components not in _COMPONENTS:
+                raise ValueError(
+                    f"Method: components={self.components!r}; allowed: {_COMPONENTS} or rules.")
+        elif not (isinstance(self.components, (tuple, list)) and self.components and all(
+                isinstance(r, comp_lib.Rule) for r in self.components)):
+            raise ValueError(f"Method: components={self.components!r}; allowed: {_COMPONENTS} "
+                             "or a non-empty tuple of rgft_jax.Rule.")
+        if self.mask is not None and self.kind != "modules":
+            raise ValueError(f"Method(kind={self.kind!r}): mask= is only for kind='modules'.")
+        if not isinstance(self.update_every, int) or isinstance(self.update_every, bool) or (
+                self.update_every < 1):
+            raise ValueError(f"Method: update_every={self.update_every!r} must be an int >= 1.")
         if not 0 < self.update_ratio <= 1:
             raise ValueError(f"Method: update_ratio={self.update_ratio!r} must be in (0, 1].")
         if not isinstance(self.top_layers, int) or self.top_layers < 1:

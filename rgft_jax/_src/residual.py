@@ -172,7 +172,8 @@ def threshold_mask(residuals: jax.Array, threshold: Any) -> jax.Array:
     kind, v = threshold
     if kind == "percentile":
         return residuals >= jnp.percentile(residuals, v)
-    k = v if kind == "top_k" else max(1, math.ceil(v * c))
+    # ceil(f * C) without float noise (0.28 * 25 = 7.000000000000001 must give 7).
+    k = v if kind == "top_k" else max(1, math.ceil(round(v * c, 9)))
     if not 1 <= k <= c:
         raise ValueError(f"threshold=('top_k', {k}): k must be in [1, C={c}].")
     order = jnp.argsort(-residuals, stable=True)
@@ -244,12 +245,21 @@ def _track(
     )
 
 
+def _check_state(part: comp_lib.Partition, state: Any) -> None:
+    c = state.residuals.shape[0]
+    if part.num_components != c:
+        raise ValueError(
+            f"update: the updates split into {part.num_components} components but the state "
+            f"was initialised for {c}; was init called on another params tree? "
+            f"(updates' leaves: {[s.path for s in part.leaves][:6]})")
+
+
 def _apply(part: comp_lib.Partition, updates: Any, mask: jax.Array, lr_scale: jax.Array):
     """``u * mask * lr_scale`` per component; exact zeros where ``mask == 0``."""
     return part.scale_where(updates, mask * lr_scale, mask > 0)
 
 
-def _freeze_masked(part, inner, new_state, old_state, active):
+def _freeze_masked(part, inner, new_state, old_state, active, treedef):
     """Keeps ``old_state``'s entries of inactive components in every params-shaped tree.
 
     ``optax.tree_utils.tree_map_params`` finds the params-shaped trees of the inner state
@@ -257,12 +267,16 @@ def _freeze_masked(part, inner, new_state, old_state, active):
     is tagged with its params-leaf index, so the select runs on a reshaped view of the leaf
     against a per-group vector (nothing leaf-sized is broadcast).
     """
-    index_tree = jax.tree_util.tree_unflatten(part.treedef, list(range(len(part.leaves))))
+    # The structure of the trees update() sees (nnx.Optimizer: arrays, not nnx.Param nodes).
+    index_tree = jax.tree_util.tree_unflatten(treedef, list(range(len(part.leaves))))
+    # optax.multi_transform keeps MaskedNode placeholders for the leaves another label owns.
+    masked = lambda x: isinstance(x, optax.MaskedNode)
     tags = optax.tree_utils.tree_map_params(
-        inner, lambda _, i: i, new_state, index_tree, transform_non_params=lambda _: -1)
+        inner, lambda x, i: -1 if masked(x) else i, new_state, index_tree,
+        transform_non_params=lambda _: -1, is_leaf=masked)
     return jax.tree.map(
         lambda new, old, i: new if i < 0 else part.leaf_where(i, active, new, old),
-        new_state, old_state, tags)
+        new_state, old_state, tags, is_leaf=masked)
 
 
 # ---------------------------------------------------------------------------- transforms
@@ -339,7 +353,8 @@ def residual_mask(
 
     def update_fn(updates, state, params=None, *, rgft_observe=True, **extra_args):
         del params, extra_args
-        part = comp_lib.resolve(partition, updates, argname="partition (vs updates)")
+        part = comp_lib.resolve(partition, updates, tree_name="updates")
+        _check_state(part, state)
         t = _track(cfg, part, updates, _Tracked(*state), rgft_observe)
         return _apply(part, updates, t.mask, t.lr_scale), ResidualMaskState(*t)
 
@@ -402,11 +417,13 @@ def residual_guided(
         return ResidualGuidedState(*_init_tracker(part), inner_state=inner.init(params))
 
     def update_fn(updates, state, params=None, *, rgft_observe=True, **extra_args):
-        part = comp_lib.resolve(partition, updates, argname="partition (vs updates)")
+        part = comp_lib.resolve(partition, updates, tree_name="updates")
+        _check_state(part, state)
         t = _track(cfg, part, updates, _Tracked(*state[:5]), rgft_observe)
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         # Entries of hard-masked components keep their previous inner state (moments frozen).
-        inner_state = _freeze_masked(part, inner, inner_state, state.inner_state, t.mask > 0)
+        inner_state = _freeze_masked(part, inner, inner_state, state.inner_state, t.mask > 0,
+                                     jax.tree_util.tree_structure(updates))
         out = _apply(part, inner_updates, t.mask, t.lr_scale)
         return out, ResidualGuidedState(*t, inner_state=inner_state)
 
@@ -426,15 +443,21 @@ def _check_k(cfg: _Config, part: comp_lib.Partition) -> None:
 _STATES = (ResidualMaskState, ResidualGuidedState)
 
 
+def _array(x: Any) -> Any:
+    """The array inside an ``nnx.Variable`` (``nnx.Optimizer`` wraps its state), else ``x``."""
+    if hasattr(x, "get_value"):
+        return x.get_value()
+    return x
+
+
 def find_error_maps(opt_state: Any) -> list[ErrorMap]:
     """All error maps inside ``opt_state`` (chained, wrapped, injected: any depth)."""
     found = []
 
     def visit(x):
         if isinstance(x, _STATES):
-            found.append(
-                ErrorMap(x.residuals, x.mask, x.lr_scale, x.count, x.skipped)
-            )
+            found.append(ErrorMap(*(_array(v) for v in (
+                x.residuals, x.mask, x.lr_scale, x.count, x.skipped))))
             if isinstance(x, ResidualGuidedState):
                 jax.tree_util.tree_map(
                     visit, x.inner_state, is_leaf=lambda y: isinstance(y, _STATES))
@@ -477,7 +500,7 @@ def update_ratio(
     """
     if isinstance(state_or_map, ErrorMap):
         mask = state_or_map.mask
-    elif hasattr(state_or_map, "shape") and tuple(state_or_map.shape) == (len(partition),):
+    elif hasattr(state_or_map, "shape") and hasattr(state_or_map, "dtype"):
         mask = state_or_map
     else:
         mask = error_map(state_or_map).mask

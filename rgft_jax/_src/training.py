@@ -78,7 +78,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if not isinstance(self.steps, int) or self.steps < 1:
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
             raise ValueError(f"TrainConfig: steps={self.steps!r} must be an int >= 1.")
         if self.task not in TASKS:
             raise ValueError(f"TrainConfig: task={self.task!r}; allowed: {TASKS}.")
@@ -261,6 +261,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.error_history: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.step_times: list[float] = []
+        self._ratio_sum = 0.0  # sum over every step (not just logged ones) of the update ratio
         self._eval_fn = None
         self._writer = None
         self._ckpt = None
@@ -288,18 +289,21 @@ class Trainer:
         return nnx.merge(self.graphdef, self.state.params, self.rest)
 
     # ------------------------------------------------------------------ patterns
-    def _current_mask(self) -> np.ndarray | None:
+    def _current_map(self) -> residual.ErrorMap | None:
         if self.partition is None:
             return None
-        return np.asarray(jax.device_get(residual.error_map(self.state.opt_state).mask))
+        return jax.device_get(residual.error_map(self.state.opt_state))
 
     def next_pattern(self) -> tuple[tuple[bool, ...], bool]:
         """The pattern of the next step and whether it is a probe step (error map observed)."""
         full = self.base_pattern
         if not self.method.uses_sparse_steps:
             return full, True
-        step = int(self.state.step)
-        mask = self._current_mask()
+        em = self._current_map()
+        mask = np.asarray(em.mask)
+        # The transform refreshes on its own count (finite steps seen), which lags the
+        # trainer's step after a skipped non-finite gradient: align probes with it.
+        step = int(em.step)
         fixed = self.method.kind in methods_lib.FIXED_MASK_KINDS
         if not fixed:
             refresh_next = (step + 1) % self.method.update_every == 0 and (
@@ -396,9 +400,13 @@ class Trainer:
             return jax.tree.map(jnp.asarray, batch)
         return jax.device_put(batch, sh)
 
-    def _compiled(self, pattern, observe, batch) -> _CompiledStep:
+    @staticmethod
+    def _key(pattern, observe, batch) -> tuple:
         # Batch shapes are part of the key: a batch of a new shape compiles its own step.
-        key = (pattern, observe, tuple(sorted((k, v.shape) for k, v in batch.items())))
+        return (pattern, observe, tuple(sorted((k, tuple(v.shape)) for k, v in batch.items())))
+
+    def _compiled(self, pattern, observe, batch) -> _CompiledStep:
+        key = self._key(pattern, observe, batch)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -407,7 +415,7 @@ class Trainer:
         self.compilations += 1
         entry = _CompiledStep(compiled, _cost_flops(compiled),
                               methods_lib.count_params(self.state.params, pattern, self.partition))
-        self.flops_by_pattern[key[:2]] = entry.flops
+        self.flops_by_pattern[key] = entry.flops
         self._cache[key] = entry
         while len(self._cache) > self.config.max_compiled:
             self._cache.popitem(last=False)
@@ -418,6 +426,7 @@ class Trainer:
         pattern, observe = self.next_pattern()
         dev_batch = self._put_batch(batch)
         entry = self._compiled(pattern, observe, dev_batch)
+        self._last_key = self._key(pattern, observe, dev_batch)
         t0 = time.perf_counter()
         self.state, metrics, library = entry.fn(self.state, dev_batch)
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -428,18 +437,20 @@ class Trainer:
                 **{k: float(getattr(lib, k)) for k in ("ari", "nmi", "kappa", "drift")}})
         dt = time.perf_counter() - t0
         self.step_times.append(dt)
-        self.pattern_steps[(pattern, observe)] += 1
+        self.pattern_steps[self._last_key] += 1
         metrics.update(step_time_s=dt, probe=float(observe),
                        trainable_fraction=entry.n_trainable / self.total_params)
         if self.partition is not None:
             em = residual.error_map(self.state.opt_state)
             ratio, hard = residual.update_ratio(em, self.partition)
             metrics.update(update_ratio=float(ratio), hard_active=float(hard))
+            self._ratio_sum += metrics["update_ratio"]
             if observe:
                 self.error_history.append(
                     (int(self.state.step), np.asarray(em.residuals), np.asarray(em.mask)))
         else:
             metrics.update(update_ratio=entry.n_trainable / self.total_params)
+            self._ratio_sum += metrics["update_ratio"]
         return metrics
 
     # ------------------------------------------------------------------ loop
@@ -523,7 +534,7 @@ class Trainer:
         steps = sum(self.pattern_steps.values())
         gflops = sum(self.flops_by_pattern[k] * n for k, n in self.pattern_steps.items())
         times = np.asarray(self.step_times[1:] if len(self.step_times) > 1 else self.step_times)
-        probe_steps = sum(n for (p, obs), n in self.pattern_steps.items() if obs)
+        probe_steps = sum(n for (p, obs, _), n in self.pattern_steps.items() if obs)
         out = {
             "method": self.method.label,
             "kind": self.method.kind,
@@ -537,8 +548,7 @@ class Trainer:
             "total_params": self.total_params,
             "opt_state_bytes": int(sum(x.nbytes for x in jax.tree.leaves(self.state.opt_state))),
         }
-        ratios = [h["update_ratio"] for h in self.history if "update_ratio" in h]
-        out["update_ratio"] = float(np.mean(ratios)) if ratios else 1.0
+        out["update_ratio"] = self._ratio_sum / steps if steps else 1.0
         return out
 
     # ------------------------------------------------------------------ logging
@@ -580,7 +590,8 @@ class Trainer:
         step = int(self.state.step)
         mgr.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(self.state),
-            data=ocp.args.JsonSave({"data": data_state})))
+            data=ocp.args.JsonSave({"data": data_state}),
+            host=ocp.args.JsonSave(self._host_state())))
         mgr.wait_until_finished()
 
     def restore(self, step: int | None = None) -> Any:
@@ -593,9 +604,46 @@ class Trainer:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state)
         out = mgr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(),
+            host=ocp.args.JsonRestore()))
         self.state = out["state"]
+        self._load_host_state(out["host"])
         return out["data"]["data"]
+
+    def _host_state(self) -> dict[str, Any]:
+        """The run's accounting (history, error map history, FLOPs, times) as JSON."""
+        def key(k):
+            pattern, observe, shapes = k
+            return [[p if isinstance(p, bool) else int(p) for p in pattern], bool(observe),
+                    [[name, list(shape)] for name, shape in shapes]]
+
+        return {
+            "history": self.history,
+            "error_history": [[s, r.tolist(), m.tolist()] for s, r, m in self.error_history],
+            "module_history": [{**h, "labels": np.asarray(h["labels"]).tolist()}
+                               for h in self.module_history],
+            "pattern_steps": [[key(k), n] for k, n in self.pattern_steps.items()],
+            "flops_by_pattern": [[key(k), f] for k, f in self.flops_by_pattern.items()],
+            "step_times": self.step_times,
+            "compilations": self.compilations,
+            "ratio_sum": self._ratio_sum,
+        }
+
+    def _load_host_state(self, host: Mapping[str, Any]) -> None:
+        def key(k):
+            pattern, observe, shapes = k
+            return (tuple(pattern), observe, tuple((n, tuple(s)) for n, s in shapes))
+
+        self.history = list(host["history"])
+        self.error_history = [(s, np.asarray(r, np.float32), np.asarray(m, np.float32))
+                              for s, r, m in host["error_history"]]
+        self.module_history = [{**h, "labels": np.asarray(h["labels"], np.int32)}
+                               for h in host["module_history"]]
+        self.pattern_steps = collections.Counter({key(k): n for k, n in host["pattern_steps"]})
+        self.flops_by_pattern = {key(k): f for k, f in host["flops_by_pattern"]}
+        self.step_times = list(host["step_times"])
+        self.compilations = int(host["compilations"])
+        self._ratio_sum = float(host["ratio_sum"])
 
     def close(self) -> None:
         if self._ckpt is not None:

@@ -29,7 +29,7 @@ def test_sparse_steps_within_budget_by_xla_count(budget):
                  batch_shape=(8, 16))
     tr.fit(_batches())
     full = max(tr.flops_by_pattern.values())
-    sparse = [f for (pattern, observe), f in tr.flops_by_pattern.items() if not observe]
+    sparse = [f for (pattern, observe, _), f in tr.flops_by_pattern.items() if not observe]
     assert sparse, "no sparse step ran"
     # The cost model is analytic; XLA's count also holds the optimizer and the loss. Allow 5%.
     assert max(sparse) <= (budget + 0.05) * full, (max(sparse) / full, budget)

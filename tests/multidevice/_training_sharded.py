@@ -60,7 +60,7 @@ for kind, method in METHODS.items():
     like = [x for x in jax.tree.leaves(many.state.opt_state) if x.shape == emb.shape]
     assert len(like) == 2 and all(x.sharding.is_equivalent_to(fsdp, 2) for x in like)
     if kind == "rgft":
-        sparse = [p for p, obs in one.pattern_steps if not obs]
+        sparse = [p for p, obs, _ in one.pattern_steps if not obs]
         assert len(sparse) == 1, one.pattern_steps  # step 3
         assert any(not isinstance(t, bool) for t in sparse[0])  # group-sparse leaves
         assert one.pattern_steps == many.pattern_steps

@@ -1,6 +1,7 @@
 """Malformed inputs raise ValueError/TypeError at construction or init, naming the value."""
 
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -119,3 +120,11 @@ def test_callable_threshold_with_wrong_shape():
     state = tx.init(P)
     with pytest.raises(ValueError, match=r"returned shape \(5,\)"):
         tx.update(P, state)
+
+
+def test_uncalled_preset_and_non_int_axis():
+    with pytest.raises(TypeError, match=r"partition=bert: a preset must be called"):
+        rgft.residual_mask(rgft.components.bert)
+    with pytest.raises(ValueError, match=r"axis must be an int, got 1.5"):
+        Rule("a", axis=1.5, groups=2)
+    assert Rule("a", axis=np.int64(1), groups=np.int64(2)).groups == 2

@@ -13,6 +13,9 @@ INNERS = {
     "sgd_momentum": lambda: optax.sgd(0.1, momentum=0.9),
     "adam": lambda: optax.adam(0.1),
     "adamw_wd": lambda: optax.adamw(0.1, weight_decay=0.5),
+    # multi_transform keeps MaskedNode placeholders in each label's state.
+    "multi_transform": lambda: optax.multi_transform(
+        {"x": optax.adam(0.1), "y": optax.sgd(0.1, momentum=0.9)}, {"a": "x", "b": "y"}),
 }
 
 
@@ -27,13 +30,17 @@ def _grads(big: str, t: int):
     return g
 
 
-def _moments(inner_state):
-    """Every params-shaped dict ({'a', 'b'}) inside an inner optimizer state."""
+def _moments(inner_state, key):
+    """The arrays stored for param ``key`` in every params-shaped dict of an inner state."""
     out = []
 
     def visit(x):
         if isinstance(x, dict) and set(x) == {"a", "b"}:
-            out.append(x)
+            if not isinstance(x[key], optax.MaskedNode):
+                out.append(np.asarray(x[key]))
+        elif isinstance(x, dict):
+            for y in x.values():
+                visit(y)
         elif isinstance(x, (tuple, list)):  # NamedTuples included
             for y in x:
                 visit(y)
@@ -58,16 +65,17 @@ def test_hard_masked_component_does_not_move_and_moments_freeze(name):
     # Phase 1: 'a' dominates, so 'b' is hard-masked.
     for t in range(4):
         b_before = np.asarray(params["b"])
-        moments_before = [np.asarray(m["b"]) for m in _moments(state.inner_state)]
+        moments_before = _moments(state.inner_state, "b")
         updates, state = step(_grads("a", t), state, params)
         params = optax.apply_updates(params, updates)
         assert rgft.error_map(state).mask.tolist() == [1.0, 0.0]
         np.testing.assert_array_equal(np.asarray(params["b"]), b_before)  # bit-identical
-        for before, m in zip(moments_before, _moments(state.inner_state)):
-            np.testing.assert_array_equal(np.asarray(m["b"]), before)
+        for before, m in zip(moments_before, _moments(state.inner_state, "b"), strict=True):
+            np.testing.assert_array_equal(m, before)
     if name != "sgd":  # both have non-trivial moments: 'b' preserved ones from phase 0
-        assert _moments(state.inner_state) and all(
-            np.abs(np.asarray(m[k])).max() > 0 for m in _moments(state.inner_state) for k in "ab")
+        for k in "ab":
+            assert _moments(state.inner_state, k)
+            assert all(np.abs(m).max() > 0 for m in _moments(state.inner_state, k))
     # Phase 2: 'b' dominates: it is unmasked and resumes from its preserved moments,
     # exactly as the plain inner optimizer would step from that state.
     g = _grads("b", 99)
@@ -141,3 +149,38 @@ def test_component_lr_changes_step_under_guided_adamw():
             optax.adamw(0.01, weight_decay=0.0)).init(params), params)
     grad_side = np.array([float(jnp.abs(plain[k]).mean()) for k in "abc"])
     np.testing.assert_allclose(grad_side / grad_side[1], 1.0, rtol=1e-4)  # undone by Adam
+
+
+def test_guided_under_nnx_optimizer_with_prebuilt_partition():
+    """nnx.Optimizer inits on nnx.Param nodes and updates with plain arrays: one partition."""
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self):
+            self.a = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
+            self.b = nnx.Linear(4, 2, rngs=nnx.Rngs(1))
+
+    model = Net()
+    part = rgft.Partition.build(nnx.state(model, nnx.Param))
+    opt = nnx.Optimizer(model, rgft.residual_guided(
+        optax.adamw(0.1, weight_decay=0.5), part, threshold=("top_k", 1), alpha=0.0,
+        update_every=1), wrt=nnx.Param)
+    grads = jax.tree_util.tree_map_with_path(
+        lambda p, x: jnp.ones_like(x) * (100.0 if "kernel" in str(p) and "'a'" in str(p) else 1.0),
+        nnx.state(model, nnx.Param))
+    before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+    opt.update(model, grads)
+    em = rgft.error_map(opt.opt_state)
+    assert isinstance(em.mask, jax.Array)  # unwrapped from nnx's OptArray
+    assert em.mask.tolist() == [0.0, 1.0, 0.0, 0.0]  # a/bias, a/kernel, b/bias, b/kernel
+    after = nnx.state(model, nnx.Param)
+    np.testing.assert_array_equal(after["b"]["kernel"][...], before["b"]["kernel"])
+    assert not np.array_equal(after["a"]["kernel"][...], before["a"]["kernel"])
+
+
+def test_update_on_another_tree_than_init_is_an_error():
+    tx = rgft.residual_mask(update_every=1)
+    state = tx.init({"a": jnp.ones(2), "b": jnp.ones(2), "c": jnp.ones(1)})
+    with pytest.raises(ValueError, match="split into 1 components but the state was "
+                                         "initialised for 3"):
+        tx.update({"a": jnp.ones(2)}, state)

@@ -92,3 +92,9 @@ def test_norms_and_broadcast_are_inverse_views(tr):
         assert count == c.size
     ones = jax.tree.map(np.ones_like, tree)
     np.testing.assert_allclose(part.sq_norms(ones), part.sizes.astype(np.float32))
+
+
+def test_top_fraction_has_no_float_rounding_error():
+    # 0.28 * 25 = 7.000000000000001 in floating point: the top 28 % of 25 is 7 components.
+    r = jnp.linspace(0.0, 1.0, 25)
+    assert int(np.sum(np.asarray(rgft.threshold_mask(r, ("top_fraction", 0.28))))) == 7

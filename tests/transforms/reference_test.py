@@ -63,7 +63,7 @@ def _np_active(r, threshold):
     kind, v = threshold
     if kind == "percentile":
         return r >= np.percentile(r, v)
-    k = v if kind == "top_k" else math.ceil(v * c)
+    k = v if kind == "top_k" else math.ceil(round(v * c, 9))
     order = np.argsort(-r, kind="stable")
     act = np.zeros(c, bool)
     act[order[:k]] = True
