@@ -3,11 +3,11 @@
 """BERT-family encoder (HF ``BertModel`` parity) and sequence classifier."""
 
 from rgft_jax.models.bert.modeling import BertConfig as BertConfig
-from rgft_jax.models.bert.modeling import abstract_params as abstract_params
 from rgft_jax.models.bert.modeling import BertEncoder as BertEncoder
 from rgft_jax.models.bert.modeling import (
     BertForSequenceClassification as BertForSequenceClassification,
 )
+from rgft_jax.models.bert.modeling import abstract_params as abstract_params
 from rgft_jax.models.bert.modeling import embed as embed
 from rgft_jax.models.bert.modeling import forward as forward
 from rgft_jax.models.bert.modeling import mean_pool as mean_pool
