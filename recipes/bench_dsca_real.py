@@ -43,12 +43,15 @@ def main(argv=None) -> dict:
     p.add_argument("--ranks", default="4,8,16,32")
     p.add_argument("--modules", default="4,8,12,16")
     p.add_argument("--train-configs", default="8x8,16x12", help="r x k pairs to train")
-    p.add_argument("--train-steps", type=int, default=120)
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="steps of each module run (default: --steps, same as full FT)")
     p.add_argument("--module-budget", type=float, default=0.3,
                    help="fraction of the maskable parameters the trained modules may hold")
     p.add_argument("--eval-examples", type=int, default=1024)
     p.add_argument("--out", default="runs/dsca_real")
     a = p.parse_args(argv)
+    if a.train_steps is None:
+        a.train_steps = a.steps
     os.makedirs(a.out, exist_ok=True)
     cfg = demo.DemoConfig(steps=a.steps, eval_examples=a.eval_examples, out=a.out,
                           progress=False, checkpoint_every=0)
