@@ -261,6 +261,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.error_history: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.step_times: list[float] = []
+        self._host_map = None  # host copy of the error map after the last step
         self._ratio_sum = 0.0  # sum over every step (not just logged ones) of the update ratio
         self._eval_fn = None
         self._writer = None
@@ -299,7 +300,7 @@ class Trainer:
         full = self.base_pattern
         if not self.method.uses_sparse_steps:
             return full, True
-        em = self._current_map()
+        em = self._host_map if self._host_map is not None else self._current_map()
         mask = np.asarray(em.mask)
         # The transform refreshes on its own count (finite steps seen), which lags the
         # trainer's step after a skipped non-finite gradient: align probes with it.
@@ -405,8 +406,8 @@ class Trainer:
         # Batch shapes are part of the key: a batch of a new shape compiles its own step.
         return (pattern, observe, tuple(sorted((k, tuple(v.shape)) for k, v in batch.items())))
 
-    def _compiled(self, pattern, observe, batch) -> _CompiledStep:
-        key = self._key(pattern, observe, batch)
+    def _compiled(self, key: tuple, batch) -> _CompiledStep:
+        pattern, observe, _ = key
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -425,8 +426,8 @@ class Trainer:
         """Runs one step on a host batch; returns its metrics (host floats)."""
         pattern, observe = self.next_pattern()
         dev_batch = self._put_batch(batch)
-        entry = self._compiled(pattern, observe, dev_batch)
-        self._last_key = self._key(pattern, observe, dev_batch)
+        key = self._key(pattern, observe, dev_batch)
+        entry = self._compiled(key, dev_batch)
         t0 = time.perf_counter()
         self.state, metrics, library = entry.fn(self.state, dev_batch)
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -437,11 +438,12 @@ class Trainer:
                 **{k: float(getattr(lib, k)) for k in ("ari", "nmi", "kappa", "drift")}})
         dt = time.perf_counter() - t0
         self.step_times.append(dt)
-        self.pattern_steps[self._last_key] += 1
+        self.pattern_steps[key] += 1
         metrics.update(step_time_s=dt, probe=float(observe),
                        trainable_fraction=entry.n_trainable / self.total_params)
         if self.partition is not None:
-            em = residual.error_map(self.state.opt_state)
+            # One host copy of the error map per step: next_pattern() reuses it.
+            em = self._host_map = jax.device_get(residual.error_map(self.state.opt_state))
             ratio, hard = residual.update_ratio(em, self.partition)
             metrics.update(update_ratio=float(ratio), hard_active=float(hard))
             self._ratio_sum += metrics["update_ratio"]
@@ -607,6 +609,7 @@ class Trainer:
             state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(),
             host=ocp.args.JsonRestore()))
         self.state = out["state"]
+        self._host_map = None
         self._load_host_state(out["host"])
         return out["data"]["data"]
 
