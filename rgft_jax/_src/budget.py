@@ -249,7 +249,8 @@ def analytic_costs(
         + \sum_{\text{matrices } W \text{ outside layers}} 2 T |W|
 
     (:math:`4 B s^2 D`: the score and context matmuls of attention, independent of the head
-    count). ``fixed = forward`` plus the ``dw`` of every excluded leaf (the transforms pass
+    count). Frozen leaves (``Rule(freeze=True)``) cost their forward pass only.
+    ``fixed = forward`` plus the ``dw`` of every excluded leaf (the transforms pass
     them through, so they are always trained); when an excluded leaf lies in layer ``l`` (or
     below all layers) every step backprops down to it, so ``dx`` of those layers moves into
     ``fixed`` (and is 0 in ``dx``). On all-MiniLM-L6-v2 (batch 32 × 64 tokens) this gives
@@ -329,6 +330,8 @@ def analytic_costs(
                 outside_forward += per_entry * size
         else:
             per_entry = float(rows)
+        if spec.frozen:  # forward only: never differentiated
+            continue
         if spec.n_groups == 0:
             always_dw += per_entry * size
             if size:

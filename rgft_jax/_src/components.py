@@ -91,7 +91,10 @@ class Rule:
     * ``Rule(pattern, axis=a, width=d_b)``: axis ``a`` is split into groups of ``d_b``
       entries (neuron groups, column blocks).
     * ``Rule(pattern, exclude=True)``: the leaf belongs to no component; transforms pass its
-      updates through untouched.
+      updates through untouched (always trained, e.g. a new task head).
+    * ``Rule(pattern, freeze=True)``: the leaf belongs to no component and is never trained:
+      transforms zero its updates, the compact optimizer state holds nothing for it and the
+      training loop does not differentiate it (e.g. frozen embeddings).
 
     Groups of different leaves of the same layer with the same ``kind`` and the same group
     index form *one* component (query, key, value and output slices of head 3 of layer 2 are
@@ -103,7 +106,8 @@ class Rule:
       axis: axis to split along (negative values count from the end).
       groups: number of equal groups along ``axis``.
       width: group width along ``axis``.
-      exclude: whether matching leaves belong to no component.
+      exclude: whether matching leaves belong to no component (always trained).
+      freeze: whether matching leaves belong to no component and are never trained.
     """
 
     pattern: str
@@ -112,6 +116,7 @@ class Rule:
     groups: int | None = None
     width: int | None = None
     exclude: bool = False
+    freeze: bool = False
 
     def __post_init__(self):
         if not isinstance(self.pattern, str):
@@ -147,6 +152,9 @@ class Rule:
             )
         if self.exclude and split:
             raise ValueError(f"Rule({self.pattern!r}): exclude=True takes no axis/groups/width.")
+        if self.freeze and (split or self.exclude):
+            raise ValueError(f"Rule({self.pattern!r}): freeze=True takes no axis/groups/width "
+                             "and no exclude=True.")
 
     @property
     def split(self) -> bool:
@@ -161,6 +169,7 @@ class LeafSpec(NamedTuple):
     axis: int | None  # normalised split axis, None for whole / excluded leaves
     n_groups: int  # groups along axis (1 for whole leaves, 0 for excluded)
     component_ids: tuple[int, ...]  # component of each group, len n_groups
+    frozen: bool = False  # excluded and never trained (Rule(freeze=True))
 
 
 class Component(NamedTuple):
@@ -192,8 +201,8 @@ def _build_cached(
         rule = next((r for r, rx in compiled if rx.search(path)), None)
         if rule is None:
             rule = Rule(".*") if unmatched == "whole" else Rule(".*", exclude=True)
-        if rule.exclude:
-            specs.append(LeafSpec(path, shape, None, 0, ()))
+        if rule.exclude or rule.freeze:
+            specs.append(LeafSpec(path, shape, None, 0, (), bool(rule.freeze)))
             continue
         layer, prefix = layer_of(path)
         size = math.prod(shape)
@@ -372,7 +381,9 @@ class Partition:
 
     @functools.cached_property
     def excluded_size(self) -> int:
-        return int(sum(math.prod(s.shape) for s in self.leaves if s.n_groups == 0))
+        """Entries of excluded (always trained) leaves; frozen leaves do not count."""
+        return int(sum(math.prod(s.shape) for s in self.leaves
+                       if s.n_groups == 0 and not s.frozen))
 
     @property
     def names(self) -> list[str]:
@@ -559,7 +570,10 @@ class Partition:
         out = []
         for s, x in zip(self.leaves, leaves):
             if not s.n_groups:
-                out.append(x if fill is None else x * jnp.asarray(fill, x.dtype))
+                if s.frozen:
+                    out.append(jnp.zeros_like(x))
+                else:
+                    out.append(x if fill is None else x * jnp.asarray(fill, x.dtype))
                 continue
             xs = x.reshape(self._split_shape(s))
             y = xs * self._group_view(values, s).astype(x.dtype)

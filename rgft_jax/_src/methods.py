@@ -36,6 +36,8 @@ FIXED_MASK_KINDS = ("random_mask", "magnitude_mask", "modules")
 #: Task heads are trained by every method and never masked: they start from scratch.
 HEAD_REGEX = r"^(?:classifier|head|pooler)/"
 _COMPONENTS = ("heads", "leaves", "layers")
+#: Method.embeddings -> the ``embeddings=`` of :func:`rgft_jax.components.transformer`.
+EMBEDDING_POLICIES = {"component": "whole", "train": "exclude", "freeze": "freeze"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +65,13 @@ class Method:
       mask: ``modules``: the components to train (a bool per component of ``components``),
         e.g. ``rgft_jax.dsca.module_mask(library, [0, 2])`` to train DSCA modules 0 and 2.
       seed: seed of the random mask and LoRA initialisation.
+      embeddings: with ``components='heads'``: embedding tables as whole-leaf components
+        (``'component'``: trained when the mask picks them), always trained (``'train'``) or
+        never trained (``'freeze'``: not differentiated, no optimizer state in compact mode).
+      moments: RGFT / masks: Adam moments of masked components: ``'keep'`` (default),
+        ``'reset'`` or ``('decay', rho)`` (see :func:`rgft_jax.residual_guided`).
+      capacity: RGFT / masks: compact optimizer state holding this fraction of the
+        partitioned entries (``None``: dense state).
     """
 
     kind: str
@@ -85,6 +94,9 @@ class Method:
     top_layers: int = 2
     mask: tuple[bool, ...] | None = None
     seed: int = 0
+    embeddings: str = "component"
+    moments: Any = None
+    capacity: float | None = None
 
     def __post_init__(self):
         if self.kind not in METHOD_KINDS:
@@ -118,6 +130,14 @@ class Method:
                 f"Method(kind='modules'): mask={self.mask!r} must select at least one component.")
         if self.mask is not None:
             object.__setattr__(self, "mask", tuple(bool(m) for m in self.mask))
+        if self.embeddings not in EMBEDDING_POLICIES:
+            raise ValueError(f"Method: embeddings={self.embeddings!r}; allowed: "
+                             f"{', '.join(EMBEDDING_POLICIES)}.")
+        if (self.moments is not None or self.capacity is not None) and self.kind not in (
+                "rgft", *FIXED_MASK_KINDS):
+            raise ValueError(f"Method(kind={self.kind!r}): moments= and capacity= are for "
+                             f"kinds rgft, {', '.join(FIXED_MASK_KINDS)}.")
+        residual._check_moments(self.moments, self.capacity)
         if self.kind in ("rgft", "rgft_chain"):
             # Validate the RGFT knobs now, not at the first step.
             budget = self.budget
@@ -174,7 +194,8 @@ def component_rules(
         return head + tuple(method.components)
     if method.components == "heads":
         width = 32 if params is None else neuron_width(params)
-        return head + presets.transformer(num_heads, neuron_width=width)
+        return head + presets.transformer(
+            num_heads, neuron_width=width, embeddings=EMBEDDING_POLICIES[method.embeddings])
     if method.components == "layers":
         return head + presets.by_layer()
     return head
@@ -275,13 +296,14 @@ def build_optimizer(
     knobs = dict(alpha=method.alpha, threshold=threshold, gamma=method.gamma,
                  beta=method.beta, update_every=method.update_every,
                  warmup_steps=method.warmup_steps)
+    state = dict(moments=method.moments, capacity=method.capacity)
     if method.kind == "rgft":
-        return residual.residual_guided(base, part, **knobs), part, None
+        return residual.residual_guided(base, part, **knobs, **state), part, None
     if method.kind == "rgft_chain":
         return optax.chain(residual.residual_mask(part, **knobs), base), part, None
     mask = jnp.asarray(fixed_mask(method, part, params, target_ratio))
     tx = residual.residual_guided(
-        base, part, threshold=lambda r: mask, gamma=0.0, beta=0.0, update_every=1)
+        base, part, threshold=lambda r: mask, gamma=0.0, beta=0.0, update_every=1, **state)
     return tx, part, None
 
 
@@ -337,7 +359,7 @@ def sparse_pattern(
     out: list[bool | int] = []
     for i, s in enumerate(part.leaves):
         if s.n_groups == 0:
-            out.append(True)
+            out.append(not s.frozen)
             continue
         k = int(np.sum(mask[list(s.component_ids)] > 0))
         ndim = len(s.shape if shapes is None else shapes[i])

@@ -33,8 +33,8 @@ def transformer(
     *,
     num_kv_heads: int | None = None,
     neuron_width: int | None = 32,
-    norms: Literal["whole", "exclude"] = "whole",
-    embeddings: Literal["whole", "exclude"] = "whole",
+    norms: Literal["whole", "exclude", "freeze"] = "whole",
+    embeddings: Literal["whole", "exclude", "freeze"] = "whole",
 ) -> tuple[Rule, ...]:
     """Rules for a pre- or post-LN transformer: heads, neuron groups, whole leaves.
 
@@ -44,8 +44,9 @@ def transformer(
         ``num_heads``. When different, key/value heads are components of kind ``kv_head``.
       neuron_width: MLP neurons per ``neuron`` component (``d_b``); ``None`` makes each MLP
         matrix a whole-leaf component.
-      norms: LayerNorm/RMSNorm parameters as whole-leaf components or excluded.
-      embeddings: embedding tables as whole-leaf components or excluded.
+      norms: LayerNorm/RMSNorm parameters as whole-leaf components (``'whole'``), always
+        trained (``'exclude'``) or never trained (``'freeze'``).
+      embeddings: embedding tables likewise.
 
     Returns:
       The ordered rules; the leaves they do not match become whole-leaf components.
@@ -55,13 +56,15 @@ def transformer(
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError(f"transformer preset: {name} must be an int >= 1, got {v!r}.")
     for name, v in (("norms", norms), ("embeddings", embeddings)):
-        if v not in ("whole", "exclude"):
-            raise ValueError(f"transformer preset: {name}={v!r}; allowed: 'whole', 'exclude'.")
+        if v not in ("whole", "exclude", "freeze"):
+            raise ValueError(f"transformer preset: {name}={v!r}; allowed: 'whole', 'exclude', "
+                             "'freeze'.")
     kv = num_kv_heads or num_heads
     kv_kind = "head" if kv == num_heads else "kv_head"
     rules = [
-        Rule(_EMBED + r"/", kind="embedding", exclude=embeddings == "exclude"),
-        Rule(_NORM, kind="norm", exclude=norms == "exclude"),
+        Rule(_EMBED + r"/", kind="embedding", exclude=embeddings == "exclude",
+             freeze=embeddings == "freeze"),
+        Rule(_NORM, kind="norm", exclude=norms == "exclude", freeze=norms == "freeze"),
         Rule(r"attn/c_attn/kernel$", kind="qkv_head", axis=1, groups=3 * num_heads),
         Rule(r"attn/c_attn/bias$", kind="qkv_head", axis=0, groups=3 * num_heads),
         Rule(_Q + r"/kernel$", kind="head", axis=1, groups=num_heads),

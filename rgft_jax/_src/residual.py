@@ -210,12 +210,15 @@ def _init_tracker(part: comp_lib.Partition) -> _Tracked:
 
 
 def _track(
-    cfg: _Config, part: comp_lib.Partition, grads: Any, s: _Tracked, observe: Any = True
+    cfg: _Config, part: comp_lib.Partition, grads: Any, s: _Tracked, observe: Any = True,
+    admit: Any = None,
 ) -> _Tracked:
     """One tracker step: EMA of norm shares, then (maybe) a mask/LR refresh.
 
     ``observe=False`` (a sparse step whose gradient omits frozen components) keeps the
     residuals as they are; the step still counts and may refresh from the kept residuals.
+    ``admit(residuals, active) -> active`` (the compact state's capacity) narrows the
+    active set; with it the first step refreshes too (everything active does not fit).
     """
     sq = part.sq_norms(grads)
     finite = jnp.all(jnp.isfinite(sq))
@@ -227,9 +230,13 @@ def _track(
     )
     count = optax.safe_increment(s.count)
     refresh = (count >= cfg.warmup_steps) & (count % cfg.update_every == 0)
+    if admit is not None:
+        refresh = refresh | (count == 1)
 
     def _refresh(r):
         active = threshold_mask(r, cfg.threshold)
+        if admit is not None:
+            active = admit(r, active)
         mask = jnp.where(active, 1.0, cfg.gamma).astype(jnp.float32)
         return mask, _lr_scale(r, cfg.beta, cfg.min_lr_scale).astype(jnp.float32)
 
@@ -259,24 +266,70 @@ def _apply(part: comp_lib.Partition, updates: Any, mask: jax.Array, lr_scale: ja
     return part.scale_where(updates, mask * lr_scale, mask > 0)
 
 
-def _freeze_masked(part, inner, new_state, old_state, active, treedef):
-    """Keeps ``old_state``'s entries of inactive components in every params-shaped tree.
+def _params_tags(inner, state, like):
+    """``state`` with every params-shaped leaf replaced by its leaf index in ``like``, others
+    by ``-1``.
+
+    ``optax.tree_utils.tree_map_params`` finds the params-shaped trees of an inner state
+    (moments, momentum, ...) without any isinstance dispatch on state types.
+    """
+    index_tree = jax.tree_util.tree_unflatten(
+        jax.tree_util.tree_structure(like), list(range(len(jax.tree_util.tree_leaves(like)))))
+    # optax.multi_transform keeps MaskedNode placeholders for the leaves another label owns.
+    masked = lambda x: isinstance(x, optax.MaskedNode)
+    return optax.tree_utils.tree_map_params(
+        inner, lambda x, i: -1 if masked(x) else i, state, index_tree,
+        transform_non_params=lambda _: -1, is_leaf=masked)
+
+
+def _freeze_masked(part, inner, new_state, old_state, active, like, policy):
+    """Entries of inactive components in every params-shaped tree of the inner state follow
+    ``policy``: ``'keep'`` (the old value), ``'reset'`` (zero) or ``('decay', rho)``
+    (``rho`` times the old value).
 
     ``optax.tree_utils.tree_map_params`` finds the params-shaped trees of the inner state
     (moments, momentum, ...) without any isinstance dispatch on state types; each leaf there
     is tagged with its params-leaf index, so the select runs on a reshaped view of the leaf
     against a per-group vector (nothing leaf-sized is broadcast).
     """
-    # The structure of the trees update() sees (nnx.Optimizer: arrays, not nnx.Param nodes).
-    index_tree = jax.tree_util.tree_unflatten(treedef, list(range(len(part.leaves))))
-    # optax.multi_transform keeps MaskedNode placeholders for the leaves another label owns.
+    # ``like``: the trees update() sees (nnx.Optimizer: arrays, not nnx.Param nodes).
+    tags = _params_tags(inner, new_state, like)
+
+    def off(old):
+        if policy == "keep":
+            return old
+        if policy == "reset":
+            return jnp.zeros_like(old)
+        return old * jnp.asarray(policy[1], old.dtype)
+
     masked = lambda x: isinstance(x, optax.MaskedNode)
-    tags = optax.tree_utils.tree_map_params(
-        inner, lambda x, i: -1 if masked(x) else i, new_state, index_tree,
-        transform_non_params=lambda _: -1, is_leaf=masked)
     return jax.tree.map(
-        lambda new, old, i: new if i < 0 else part.leaf_where(i, active, new, old),
+        lambda new, old, i: new if i < 0 else part.leaf_where(i, active, new, off(old)),
         new_state, old_state, tags, is_leaf=masked)
+
+
+def _check_moments(moments: Any, capacity: Any) -> Any:
+    if capacity is not None and (not _is_real(capacity) or not 0 < capacity <= 1):
+        raise ValueError(f"capacity={capacity!r}: the fraction of the partitioned entries the "
+                         "compact optimizer state holds must be in (0, 1], or None (dense).")
+    if moments is None:
+        return "keep" if capacity is None else "reset"
+    if moments in ("keep", "reset"):
+        if capacity is not None and moments == "keep":
+            raise ValueError(
+                "moments='keep' with capacity=: the compact state drops the moments of "
+                "components that leave the active set; use moments='reset' (or None).")
+        return moments
+    if isinstance(moments, (tuple, list)) and len(moments) == 2 and moments[0] == "decay":
+        rho = moments[1]
+        if not _is_real(rho) or not 0 <= rho <= 1:
+            raise ValueError(f"moments=('decay', {rho!r}): rho must be in [0, 1].")
+        if capacity is not None:
+            raise ValueError("moments=('decay', rho) with capacity=: the compact state keeps "
+                             "no moments of inactive components; use moments='reset'.")
+        return ("decay", float(rho))
+    raise ValueError(f"moments={moments!r}; allowed: 'keep', 'reset', ('decay', rho) with "
+                     "0 <= rho <= 1, or None.")
 
 
 # ---------------------------------------------------------------------------- transforms
@@ -372,6 +425,8 @@ def residual_guided(
     update_every: int = 100,
     warmup_steps: int = 0,
     min_lr_scale: float = 0.1,
+    moments: Any = None,
+    capacity: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Wraps an optimizer: mask and component learning rates act on its *updates*.
 
@@ -383,8 +438,28 @@ def residual_guided(
     they resume from the preserved moments when the component is unmasked. Soft-masked
     components (``gamma > 0``) keep updating their moments and take a ``gamma``-scaled step.
 
+    **Moments of masked components** (``moments=``): ``'keep'`` (default) freezes them and
+    resumes from them; ``'reset'`` zeroes them, so a re-entering component starts afresh;
+    ``('decay', rho)`` multiplies them by ``rho`` at every masked step (a middle ground).
+
+    **Compact state** (``capacity=f``): the inner optimizer is initialised on a compact tree
+    ``{'pool': [slots, 32], 'excluded': (...)}`` that holds only the entries of *admitted*
+    components (``slots`` = ``f`` of the partitioned entries, in 32-entry chunks) plus the
+    excluded leaves, so its params-shaped state costs ``f`` of the dense one whatever the
+    mask. The active set of every refresh is narrowed to the highest-residual components
+    that fit (the mask in the state is the admitted set), the first step refreshes too (the
+    all-active start does not fit), and the policy is ``'reset'``: moments of a component
+    that leaves are dropped. Updates equal those of ``moments='reset'`` whenever the mask
+    fits. The inner optimizer sees flat chunks, so it must act entry-wise (Adam, AdamW, Lion,
+    SGD with momentum, global-norm clipping); shape-aware ones (Adafactor's factored moments,
+    Shampoo) and ``params``-structured masks inside ``inner`` do not carry over. Needs
+    ``gamma == 0``.
+
     Args:
       inner: the optimizer to wrap (any ``optax.GradientTransformation``)."""+ _DOC_ARGS + r"""
+    moments: ``None`` (``'keep'``; ``'reset'`` with ``capacity``), ``'keep'``, ``'reset'`` or
+      ``('decay', rho)`` with ``0 <= rho <= 1``.
+    capacity: ``None`` (dense state) or the compact state's fraction in ``(0, 1]``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with :class:`ResidualGuidedState`.
@@ -410,6 +485,12 @@ def residual_guided(
             f"residual_guided: inner must be an optax GradientTransformation, got {inner!r}."
         )
     inner = optax.with_extra_args_support(inner)
+    policy = _check_moments(moments, capacity)
+    if capacity is not None:
+        if gamma != 0.0:
+            raise ValueError(f"capacity={capacity!r} with gamma={gamma!r}: the compact state "
+                             "holds no moments for soft-masked components; use gamma=0.")
+        return _compact_guided(inner, partition, cfg, float(capacity))
 
     def init_fn(params):
         part = comp_lib.resolve(partition, params)
@@ -421,10 +502,70 @@ def residual_guided(
         _check_state(part, state)
         t = _track(cfg, part, updates, _Tracked(*state[:5]), rgft_observe)
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-        # Entries of hard-masked components keep their previous inner state (moments frozen).
+        # Entries of hard-masked components: moments kept, reset or decayed (``policy``).
         inner_state = _freeze_masked(part, inner, inner_state, state.inner_state, t.mask > 0,
-                                     jax.tree_util.tree_structure(updates))
+                                     updates, policy)
         out = _apply(part, inner_updates, t.mask, t.lr_scale)
+        return out, ResidualGuidedState(*t, inner_state=inner_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+_POOLS: dict[tuple[int, float], tuple[comp_lib.Partition, Any]] = {}
+
+
+def _pool(part: comp_lib.Partition, capacity: float):
+    from rgft_jax._src.compact import Pool
+
+    key = (id(part), capacity)
+    hit = _POOLS.get(key)
+    if hit is None or hit[0] is not part:
+        if len(_POOLS) > 64:
+            _POOLS.clear()
+        hit = _POOLS[key] = (part, Pool(part, capacity))
+    return hit[1]
+
+
+def _compact_guided(inner, partition, cfg: _Config, capacity: float):
+    """:func:`residual_guided` with the compact state (see its docstring)."""
+    from rgft_jax._src.compact import admit as admit_fn
+
+    def admitter(pool):
+        return lambda r, active: admit_fn(r, active, pool.component_chunks, pool.slots)
+
+    def init_fn(params):
+        part = comp_lib.resolve(partition, params)
+        _check_k(cfg, part)
+        pool = _pool(part, capacity)
+        t = _init_tracker(part)
+        mask = admitter(pool)(t.residuals, t.mask > 0).astype(jnp.float32)
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(params)) if pool.rows else (
+            jnp.float32)
+        return ResidualGuidedState(*t._replace(mask=mask),
+                                   inner_state=inner.init(pool.abstract(params, dtype)))
+
+    def update_fn(updates, state, params=None, *, rgft_observe=True, **extra_args):
+        part = comp_lib.resolve(partition, updates, tree_name="updates")
+        _check_state(part, state)
+        pool = _pool(part, capacity)
+        t = _track(cfg, part, updates, _Tracked(*state[:5]), rgft_observe, admitter(pool))
+        old_idx, new_idx = pool.indices(state.mask), pool.indices(t.mask)
+        like = pool.abstract(updates)
+        tags = _params_tags(inner, state.inner_state, like)
+        npool = len(pool.excluded)  # dict keys flatten sorted: 'excluded' leaves, then 'pool'
+
+        def remap(inner_state):
+            return jax.tree.map(lambda x, i: pool.remap(x, old_idx, new_idx) if i == npool else x,
+                                inner_state, tags)
+
+        changed = jnp.any((state.mask > 0) != (t.mask > 0))
+        inner_state = jax.lax.cond(changed, remap, lambda s: s, state.inner_state)
+        compact_params = None if params is None else pool.gather(params, new_idx)
+        inner_updates, inner_state = inner.update(
+            pool.gather(updates, new_idx), inner_state, compact_params, **extra_args)
+        scaled = dict(inner_updates, pool=inner_updates["pool"] * pool.slot_values(
+            t.lr_scale, new_idx).astype(inner_updates["pool"].dtype))
+        out = pool.scatter(scaled, new_idx, updates)
         return out, ResidualGuidedState(*t, inner_state=inner_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -142,6 +142,15 @@ def classification_metrics(
     }
 
 
+def _peak_bytes(compiled) -> int:
+    try:
+        m = compiled.memory_analysis()
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                   - m.alias_size_in_bytes)
+    except Exception:  # noqa: BLE001 - backends without a memory analysis
+        return -1
+
+
 def _cost_flops(compiled) -> float:
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
@@ -165,6 +174,7 @@ class _CompiledStep(NamedTuple):
     fn: Callable
     flops: float
     n_trainable: int
+    peak_bytes: int  # XLA's memory analysis: arguments + outputs + temporaries - aliased
 
 
 class Trainer:
@@ -232,6 +242,9 @@ class Trainer:
             method, params, total_steps=config.steps, num_heads=num_heads,
             num_layers=num_layers, target_ratio=target_ratio, batch_shape=batch_shape)
         self.base_pattern = methods_lib.trainable_pattern(params, trainable)
+        if self.partition is not None:  # frozen leaves (Rule(freeze=True)): never differentiated
+            self.base_pattern = tuple(b and not s.frozen for b, s in
+                                      zip(self.base_pattern, self.partition.leaves))
         self.total_params = methods_lib.count_params(params)
         self._param_shardings = None
         if mesh is not None:
@@ -256,6 +269,7 @@ class Trainer:
         self.state = self._init_state(params)._replace(dsca=dsca_state)
         self._cache: collections.OrderedDict[tuple, _CompiledStep] = collections.OrderedDict()
         self.compilations = 0
+        self.peak_bytes = 0  # largest XLA memory analysis of a compiled step
         self.pattern_steps: collections.Counter = collections.Counter()
         self.flops_by_pattern: dict[tuple, float] = {}
         self.history: list[dict[str, Any]] = []
@@ -306,6 +320,8 @@ class Trainer:
         # trainer's step after a skipped non-finite gradient: align probes with it.
         step = int(em.step)
         fixed = self.method.kind in methods_lib.FIXED_MASK_KINDS
+        if step == 0 and self.method.capacity is not None:
+            return full, True  # the compact state's first step refreshes the mask
         if not fixed:
             refresh_next = (step + 1) % self.method.update_every == 0 and (
                 step + 1 >= self.method.warmup_steps)
@@ -415,7 +431,9 @@ class Trainer:
         compiled = jitted.lower(self.state, batch).compile()
         self.compilations += 1
         entry = _CompiledStep(compiled, _cost_flops(compiled),
-                              methods_lib.count_params(self.state.params, pattern, self.partition))
+                              methods_lib.count_params(self.state.params, pattern, self.partition),
+                              _peak_bytes(compiled))
+        self.peak_bytes = max(self.peak_bytes, entry.peak_bytes)
         self.flops_by_pattern[key] = entry.flops
         self._cache[key] = entry
         while len(self._cache) > self.config.max_compiled:
@@ -549,6 +567,7 @@ class Trainer:
             "probe_steps": probe_steps,
             "total_params": self.total_params,
             "opt_state_bytes": int(sum(x.nbytes for x in jax.tree.leaves(self.state.opt_state))),
+            "peak_step_bytes": self.peak_bytes,
         }
         out["update_ratio"] = self._ratio_sum / steps if steps else 1.0
         return out
@@ -629,6 +648,7 @@ class Trainer:
             "flops_by_pattern": [[key(k), f] for k, f in self.flops_by_pattern.items()],
             "step_times": self.step_times,
             "compilations": self.compilations,
+            "peak_bytes": self.peak_bytes,
             "ratio_sum": self._ratio_sum,
         }
 
@@ -646,6 +666,7 @@ class Trainer:
         self.flops_by_pattern = {key(k): f for k, f in host["flops_by_pattern"]}
         self.step_times = list(host["step_times"])
         self.compilations = int(host["compilations"])
+        self.peak_bytes = int(host.get("peak_bytes", 0))
         self._ratio_sum = float(host["ratio_sum"])
 
     def close(self) -> None:

@@ -1,0 +1,283 @@
+# Copyright 2026 The rgft_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Benchmark: what RGFT's compute savings cost in quality, against full FT and baselines.
+
+MiniLM-L6 on CrowdFlower (the demo's model and corpus). Every method of a seed runs in
+lockstep (step ``t`` of each, then ``t + 1``) on the same data order for the same number of
+steps, so background load hits all alike and the ratios are measured side by side:
+
+* ``full``: full fine-tuning.
+* ``rgft_topF``: RGFT with ``threshold=('top_fraction', F)`` (F = 0.5 / 0.25 / 0.1 of the
+  components), ``rgft_top25_embfrozen`` the same at 0.25 with frozen embeddings (the
+  embedding policy measured).
+* ``rgft_budgetB``: RGFT with budgeted masks (``B`` of the full step's FLOPs), and
+  ``rgft_budget40_compact`` with the compact optimizer state (``capacity``).
+* ``lora`` (r = 8, query/value), ``bitfit``, ``top_layers`` (the top ``k`` layers + head,
+  ``k`` the most layers the cost model fits in the ``--match-budget``).
+
+Columns: accuracy / macro-F1 after equal steps; accuracy after equal wall time (each
+method evaluated when its summed step time first reaches the time full FT needed for
+``--wall-fraction`` of its steps; ``reached=False`` when it never does within the steps);
+step-time, GFLOPs (XLA cost analysis, averaged over the steps that ran), optimizer-state
+bytes and peak step memory (XLA memory analysis) as ratios to full FT of the same seed;
+compilations; update ratio. Means and standard deviations over seeds. Writes
+``bench_savings.json`` and ``bench_savings.md``.
+
+    python -m recipes.bench_savings                         # 3 seeds, 120 steps
+    python -m recipes.bench_savings --seeds 0 --steps 40 --methods full,rgft_budget40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from recipes import demo
+
+METHODS = (
+    "full", "rgft_top50", "rgft_top25", "rgft_top10", "rgft_top25_embfrozen",
+    "rgft_budget50", "rgft_budget40", "rgft_budget40_compact", "lora", "bitfit", "top_layers",
+)
+
+
+def top_layers_for_budget(part, costs, num_layers: int, budget: float) -> tuple[int, float]:
+    """The most top layers whose training fits ``budget`` of the full step (cost model)."""
+    layers = np.asarray([c.layer for c in part.components])
+    best = (1, float(costs.step_cost(layers >= num_layers - 1)) / float(costs.full))
+    for k in range(1, num_layers + 1):
+        frac = float(costs.step_cost(layers >= num_layers - k)) / float(costs.full)
+        if frac <= budget:
+            best = (k, frac)
+    return best
+
+
+def make_method(name: str, args, top_k: int):
+    from rgft_jax.training import Method
+
+    common = dict(learning_rate=args.learning_rate, update_every=args.update_every, name=name)
+    if name == "full":
+        return Method("full", **common)
+    if name.startswith("rgft_top"):
+        frac = int(name[len("rgft_top"):].split("_")[0]) / 100
+        emb = "freeze" if name.endswith("_embfrozen") else "component"
+        return Method("rgft", threshold=("top_fraction", frac), embeddings=emb, **common)
+    if name.startswith("rgft_budget"):
+        frac = int(name[len("rgft_budget"):].split("_")[0]) / 100
+        capacity = args.capacity if name.endswith("_compact") else None
+        return Method("rgft", threshold=("budget", frac), capacity=capacity, **common)
+    if name == "lora":
+        return Method("lora", **{**common, "learning_rate": args.learning_rate * 5})
+    if name == "bitfit":
+        return Method("bitfit", **{**common, "learning_rate": args.learning_rate * 10})
+    if name == "top_layers":
+        return Method("top_layers", top_layers=top_k, **common)
+    raise ValueError(f"--methods: unknown {name!r}; allowed: {', '.join(METHODS)}.")
+
+
+def run_seed(seed: int, args, model_dir, bcfg, train_src, eval_set, n_classes, top_k):
+    from rgft_jax import data
+    from rgft_jax.models import bert
+    from rgft_jax.training import TrainConfig, Trainer
+
+    trainers, iters = [], []
+    for name in args.methods:
+        model = bert.from_pretrained(model_dir, num_labels=n_classes, seed=seed)
+        tr = Trainer(model, make_method(name, args, top_k),
+                     TrainConfig(steps=args.steps, seed=seed, progress=False, log_every=0),
+                     num_heads=bcfg.num_attention_heads, num_layers=bcfg.num_hidden_layers,
+                     num_classes=n_classes, batch_shape=(args.batch_size, args.max_length))
+        trainers.append(tr)
+        iters.append(data.TrainIterator(train_src, batch_size=args.batch_size, seed=seed,
+                                        batch_fn=demo_batcher(model_dir, args)))
+    names = list(args.methods)
+    cum = dict.fromkeys(names, 0.0)
+    wall_eval: dict[str, dict[str, Any]] = {}
+    wall_step = max(1, round(args.wall_fraction * args.steps))
+    budget_time = None
+    t0 = time.time()
+    for step in range(args.steps):
+        for name, tr, it in zip(names, trainers, iters):
+            m = tr.train_step(next(it))
+            cum[name] += m["step_time_s"]
+        if "full" in cum and step + 1 == wall_step:
+            budget_time = cum["full"]
+        if budget_time is not None:
+            for name, tr in zip(names, trainers):
+                if name not in wall_eval and cum[name] >= budget_time:
+                    wall_eval[name] = {**tr.evaluate(eval_set), "step": step + 1,
+                                       "time_s": cum[name], "reached": True}
+        if (step + 1) % 10 == 0:
+            print(f"  seed {seed} step {step + 1}/{args.steps} "
+                  f"({time.time() - t0:.0f}s)", flush=True)
+    rows = []
+    for name, tr in zip(names, trainers):
+        final = tr.evaluate(eval_set)
+        if name not in wall_eval:
+            wall_eval[name] = {**final, "step": args.steps, "time_s": cum[name],
+                               "reached": budget_time is None}
+        s = tr.summary()
+        rows.append({
+            **{k: s[k] for k in ("gflops_per_step", "step_time_s", "compilations",
+                                 "opt_state_bytes", "peak_step_bytes", "update_ratio",
+                                 "probe_steps")},
+            "method": name, "seed": seed, "accuracy": final["accuracy"],
+            "macro_f1": final["macro_f1"], "wall_accuracy": wall_eval[name]["accuracy"],
+            "wall_step": wall_eval[name]["step"], "wall_reached": wall_eval[name]["reached"],
+            "train_time_s": cum[name], "budget_time_s": budget_time,
+        })
+        tr.close()
+    full = next((r for r in rows if r["method"] == "full"), None)
+    ratios = {"step_time_s": "step_time_ratio", "gflops_per_step": "gflops_ratio",
+              "opt_state_bytes": "opt_state_bytes_ratio",
+              "peak_step_bytes": "peak_step_bytes_ratio"}
+    for r in rows:
+        for key, out in ratios.items():
+            r[out] = r[key] / full[key] if full and full[key] > 0 else float("nan")
+    return rows
+
+
+_BATCHER = {}
+
+
+def demo_batcher(model_dir, args):
+    from rgft_jax import data
+
+    key = (model_dir, args.max_length)
+    if key not in _BATCHER:
+        tok = data.TextTokenizer.from_pretrained(model_dir, max_length=args.max_length)
+        _BATCHER[key] = data.ClassificationBatcher(tok)
+    return _BATCHER[key]
+
+
+def aggregate(rows: list[dict[str, Any]], methods) -> list[dict[str, Any]]:
+    out = []
+    for name in methods:
+        rs = [r for r in rows if r["method"] == name]
+        agg: dict[str, Any] = {"method": name, "seeds": len(rs)}
+        for key in ("accuracy", "macro_f1", "wall_accuracy", "step_time_ratio",
+                    "gflops_ratio", "opt_state_bytes_ratio", "peak_step_bytes_ratio",
+                    "update_ratio", "compilations", "wall_step"):
+            v = np.asarray([r[key] for r in rs], np.float64)
+            agg[key] = float(v.mean())
+            agg[key + "_std"] = float(v.std())
+        agg["wall_reached"] = all(r["wall_reached"] for r in rs)
+        out.append(agg)
+    return out
+
+
+COLUMNS = (
+    ("method", "method", "{}"),
+    ("acc", "acc (equal steps)", "{}"),
+    ("f1", "macro-F1", "{}"),
+    ("wall", "acc (equal wall time)", "{}"),
+    ("step_time_ratio", "step time / full", "{:.2f}"),
+    ("gflops_ratio", "GFLOPs / full", "{:.2f}"),
+    ("opt_state_bytes_ratio", "opt state / full", "{:.2f}"),
+    ("peak_step_bytes_ratio", "peak mem / full", "{:.2f}"),
+    ("update_ratio", "update ratio", "{:.3f}"),
+    ("compilations", "compiles", "{:.1f}"),
+)
+
+
+def table(agg: list[dict[str, Any]]) -> str:
+    from rgft_jax.reporting import markdown_table
+
+    rows = []
+    for a in agg:
+        wall = f"{a['wall_accuracy']:.4f} ± {a['wall_accuracy_std']:.4f}"
+        if not a["wall_reached"]:
+            wall += " (not reached)"
+        rows.append({**a, "acc": f"{a['accuracy']:.4f} ± {a['accuracy_std']:.4f}",
+                     "f1": f"{a['macro_f1']:.4f} ± {a['macro_f1_std']:.4f}", "wall": wall})
+    return markdown_table(rows, COLUMNS)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m recipes.bench_savings", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--update-every", type=int, default=20)
+    p.add_argument("--eval-examples", type=int, default=1024)
+    p.add_argument("--wall-fraction", type=float, default=0.4,
+                   help="equal wall time = full FT's summed step time at this fraction of "
+                        "the steps")
+    p.add_argument("--match-budget", type=float, default=0.4,
+                   help="FLOPs fraction the top_layers heuristic is matched to")
+    p.add_argument("--capacity", type=float, default=0.25,
+                   help="compact optimizer state of rgft_budget40_compact")
+    p.add_argument("--out", default="runs/bench_savings")
+    a = p.parse_args(argv)
+    a.methods = tuple(m for m in a.methods.split(",") if m)
+    bad = [m for m in a.methods if m not in METHODS]
+    if bad:
+        p.error(f"--methods: unknown {bad}; allowed: {', '.join(METHODS)}")
+    if not 0 < a.wall_fraction <= 1:
+        p.error(f"--wall-fraction {a.wall_fraction}: must be in (0, 1]")
+    seeds = tuple(int(s) for s in a.seeds.split(",") if s)
+
+    from rgft_jax import data
+    from rgft_jax._src import components as comp_lib
+    from rgft_jax._src import methods as methods_lib
+    from rgft_jax.models import bert
+    from rgft_jax.training import Method
+
+    t_start = time.time()
+    os.makedirs(a.out, exist_ok=True)
+    model_dir = demo.default_model_dir()
+    bcfg = bert.BertConfig.from_hf(model_dir)
+    dcfg = demo.DemoConfig(out=os.path.join(a.out, "demo"), max_length=a.max_length)
+    train_src, test_src, label_names, _ = demo.load_data(dcfg)
+    n_eval = min(a.eval_examples, len(test_src)) if a.eval_examples else len(test_src)
+    eval_set = [b for i, b in enumerate(data.eval_batches(
+        test_src, batch_size=a.batch_size, batch_fn=demo_batcher(model_dir, a)))
+        if i * a.batch_size < n_eval]
+    # top_layers matched to the budget by the same cost model the budgeted masks use.
+    params = bert.abstract_params(bcfg, num_labels=len(label_names))
+    ref = Method("rgft", threshold=("budget", a.match_budget))
+    part = comp_lib.Partition.build(
+        params, methods_lib.component_rules(ref, bcfg.num_attention_heads, params))
+    costs = methods_lib.costs_for(part, params, bcfg.num_attention_heads,
+                                  bcfg.num_hidden_layers, (a.batch_size, a.max_length), ref)
+    top_k, top_frac = top_layers_for_budget(part, costs, bcfg.num_hidden_layers,
+                                            a.match_budget)
+    print(f"top_layers: k={top_k} ({top_frac:.2f} of the full step by the cost model)",
+          flush=True)
+    rows = []
+    for seed in seeds:
+        rows += run_seed(seed, a, model_dir, bcfg, train_src, eval_set, len(label_names), top_k)
+        for r in rows[-len(a.methods):]:
+            print(f"{r['method']:>22} seed {seed}: acc {r['accuracy']:.4f} f1 "
+                  f"{r['macro_f1']:.4f} wall-acc {r['wall_accuracy']:.4f} time "
+                  f"{r['step_time_ratio']:.2f} GFLOPs {r['gflops_ratio']:.2f} opt "
+                  f"{r['opt_state_bytes_ratio']:.2f} ratio {r['update_ratio']:.3f} "
+                  f"compiles {r['compilations']}", flush=True)
+    agg = aggregate(rows, a.methods)
+    md = table(agg)
+    payload = {"config": {**vars(a), "methods": list(a.methods), "seeds": list(seeds),
+                          "top_layers_k": top_k, "top_layers_cost_fraction": top_frac,
+                          "eval_examples": sum(int(b["valid"].sum()) for b in eval_set),
+                          "model": model_dir},
+               "runs": rows, "summary": agg, "wall_time_s": time.time() - t_start}
+    with open(os.path.join(a.out, "bench_savings.json"), "w") as f:
+        json.dump(payload, f, indent=1, default=float)
+    with open(os.path.join(a.out, "bench_savings.md"), "w") as f:
+        f.write(f"# RGFT compute savings benchmark\n\n{md}\n")
+    print()
+    print(md)
+    print(f"\nwall time {time.time() - t_start:.0f}s; {a.out}/bench_savings.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
