@@ -7,7 +7,8 @@ with synthetic gradients, times the jitted optimizer update + apply of
 
 * ``optax.adamw``,
 * ``optax.chain(rgft.residual_mask(bert preset), optax.adamw)``,
-* ``rgft.residual_guided(optax.adamw, bert preset)``,
+* ``rgft.residual_guided(optax.adamw, bert preset)`` with frozen moments (``'keep'``),
+  with ``moments='reset'`` and with the compact state (``capacity=0.25``),
 
 interleaved round-robin so machine noise hits all alike, and one whole train step of the
 model (batch 32 x 64 tokens, forward + backward + AdamW). The figure of merit is the ratio
@@ -67,6 +68,10 @@ def main(argv=None) -> dict:
         "chain(residual_mask, adamw)": optax.chain(rgft.residual_mask(part, **knobs),
                                                    optax.adamw(1e-4)),
         "residual_guided(adamw)": rgft.residual_guided(optax.adamw(1e-4), part, **knobs),
+        "residual_guided(adamw, reset)": rgft.residual_guided(
+            optax.adamw(1e-4), part, moments="reset", **knobs),
+        "residual_guided(adamw, cap 0.25)": rgft.residual_guided(
+            optax.adamw(1e-4), part, capacity=0.25, **knobs),
     }
     steps, states, ps = {}, {}, {}
     for name, tx in variants.items():
@@ -101,13 +106,15 @@ def main(argv=None) -> dict:
     print(f"\nMiniLM-L6-sized tree: {n_params / 1e6:.1f} M params, {len(part)} components "
           f"(heads + 32-neuron groups + leaves); refresh every {a.update_every} steps; "
           f"median of {a.steps} steps; whole train step (batch 32x64) {t_train:.3f} s\n")
-    print(f"| {'optimizer':<30} | step (ms) | vs adamw | overhead / train step |")
-    print(f"|{'-' * 32}|-----------|----------|-----------------------|")
+    print(f"| {'optimizer':<32} | step (ms) | vs adamw | overhead / train step | state MB |")
+    print(f"|{'-' * 34}|-----------|----------|-----------------------|----------|")
     for name, t in med.items():
         over = (t - base) / t_train
+        state_bytes = sum(x.nbytes for x in jax.tree.leaves(states[name]))
         rows.append({"optimizer": name, "step_ms": 1e3 * t, "ratio_to_adamw": t / base,
-                     "overhead_of_train_step": over})
-        print(f"| {name:<30} | {1e3 * t:9.1f} | {t / base:8.2f} | {100 * over:20.2f}% |")
+                     "overhead_of_train_step": over, "state_bytes": state_bytes})
+        print(f"| {name:<32} | {1e3 * t:9.1f} | {t / base:8.2f} | {100 * over:20.2f}% | "
+              f"{state_bytes / 2**20:8.1f} |")
     out = {"params": n_params, "components": len(part), "train_step_s": t_train, "rows": rows}
     if a.json:
         with open(a.json, "w") as f:

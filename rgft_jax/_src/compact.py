@@ -7,8 +7,9 @@ front, one row per group, rows padded to a multiple of ``width`` entries) and cu
 result into ``width``-wide *chunks*; every chunk belongs to exactly one component. The
 compact tree an inner optimizer sees is ``{'pool': [slots, width], 'excluded': (...)}``:
 the chunks of the *admitted* components packed in chunk order, then unused slots, plus the
-excluded leaves (task heads: always trained) at full size; frozen leaves are not stored. ``slots = ceil(capacity *
-chunks)`` is static, so state memory is ``capacity`` of the dense state whatever the mask.
+excluded leaves (task heads: always trained) at full size; frozen leaves are not stored.
+``slots = ceil(capacity * chunks)`` is static, so state memory is ``capacity`` of the dense
+state whatever the mask.
 
 The slot layout is a pure function of the boolean mask (``nonzero`` over the chunk table),
 so nothing but the mask needs storing. When the mask changes, :meth:`Pool.remap` moves the
