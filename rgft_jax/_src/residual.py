@@ -209,6 +209,17 @@ def _init_tracker(part: comp_lib.Partition) -> _Tracked:
     )
 
 
+def refreshes(count: Any, update_every: int, warmup_steps: int) -> Any:
+    """Whether the step that brings the tracker's count to ``count`` refreshes the mask.
+
+    The first refresh is at ``warmup_steps`` (when ``>= 1``), then at every multiple of
+    ``update_every`` after it. With ``warmup_steps=0``: every multiple of ``update_every``.
+    Works on Python ints, numpy and traced ``jnp`` values alike.
+    """
+    return ((count == warmup_steps) & (warmup_steps > 0)) | (
+        (count >= warmup_steps) & (count % update_every == 0))
+
+
 def _track(
     cfg: _Config, part: comp_lib.Partition, grads: Any, s: _Tracked, observe: Any = True,
     admit: Any = None,
@@ -229,7 +240,7 @@ def _track(
         total > 0, cfg.alpha * s.residuals + (1.0 - cfg.alpha) * share, s.residuals
     )
     count = optax.safe_increment(s.count)
-    refresh = (count >= cfg.warmup_steps) & (count % cfg.update_every == 0)
+    refresh = refreshes(count, cfg.update_every, cfg.warmup_steps)
     if admit is not None:
         refresh = refresh | (count == 1)
 
@@ -344,7 +355,11 @@ _DOC_ARGS = """
       floor (the convergence argument needs ``gamma > 0``).
     beta: strength of the component learning rates ``1 + beta * z(r_i)``; ``0`` disables.
     update_every: refresh the mask and LR multipliers at steps that are multiples of this.
-    warmup_steps: no refresh before this step (everything active at full LR until then).
+    warmup_steps: the first refresh is at this step (everything active at full LR until
+      then), the next ones at the following multiples of ``update_every``; ``0``: the first
+      refresh is at step ``update_every``. The uniform start ``r_i(0) = 1/C`` shifts every
+      residual alike, so a mask taken after a single step ranks the components by that
+      step's gradient shares: ``warmup_steps=1`` starts saving compute at once.
     min_lr_scale: floor of the LR multipliers, in ``(0, 1]``."""
 
 

@@ -237,6 +237,10 @@ class Trainer:
             "/".join(map(str, path)) + "/kernel" for path, node in nnx.iter_graph(model)
             if isinstance(node, Projection))
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        # Plain nested dicts of arrays, not nnx Variables: every compiled call flattens its
+        # inputs and rebuilds its outputs, and Variable objects make that host work grow
+        # with the number of leaves of params + optimizer state (same paths, same order).
+        params = nnx.to_pure_dict(params)
         self.treedef = jax.tree_util.tree_structure(params)
         self.tx, self.partition, trainable = methods_lib.build_optimizer(
             method, params, total_steps=config.steps, num_heads=num_heads,
@@ -276,6 +280,7 @@ class Trainer:
         self.error_history: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.step_times: list[float] = []
         self._host_map = None  # host copy of the error map after the last step
+        self._sparse_cache: tuple[bytes, tuple] | None = None  # last mask -> its pattern
         self._ratio_sum = 0.0  # sum over every step (not just logged ones) of the update ratio
         self._eval_fn = None
         self._writer = None
@@ -323,18 +328,22 @@ class Trainer:
         if step == 0 and self.method.capacity is not None:
             return full, True  # the compact state's first step refreshes the mask
         if not fixed:
-            refresh_next = (step + 1) % self.method.update_every == 0 and (
-                step + 1 >= self.method.warmup_steps)
+            refresh_next = bool(residual.refreshes(
+                step + 1, self.method.update_every, self.method.warmup_steps))
             if refresh_next or np.all(mask > 0):
                 return full, True  # probe: the refresh needs every component's gradient
         elif step == 0:
             return full, True  # the fixed mask is installed by the first update
-        sparse = methods_lib.sparse_pattern(self.partition, mask)
-        # Group-sparse weight gradients exist for projection kernels; other leaves go dense.
-        sparse = tuple(
-            True if (not isinstance(b, bool) and s.path not in self._projection_kernels) else b
-            for b, s in zip(sparse, self.partition.leaves))
-        return tuple(b if a else False for a, b in zip(full, sparse)), False
+        key = mask.tobytes()
+        if self._sparse_cache is None or self._sparse_cache[0] != key:
+            # The mask only changes on refresh steps: recompute the pattern only then.
+            sparse = methods_lib.sparse_pattern(self.partition, mask)
+            # Group-sparse weight gradients exist for projection kernels; other leaves dense.
+            sparse = tuple(
+                True if (not isinstance(b, bool) and s.path not in self._projection_kernels)
+                else b for b, s in zip(sparse, self.partition.leaves))
+            self._sparse_cache = (key, tuple(b if a else False for a, b in zip(full, sparse)))
+        return self._sparse_cache[1], False
 
     # ------------------------------------------------------------------ steps
     def _make_step(self, pattern: tuple[bool, ...], observe: bool) -> Callable:
@@ -401,7 +410,9 @@ class Trainer:
 
                 dsca_state, library = dsca_lib.dsca_step(state.dsca, dsca_part, grads, dsca_cfg)
             new = TrainState(state.step + 1, params, opt_state, state.rng, dsca_state)
-            return new, metrics, library
+            # The error map leaves with the metrics: one device-to-host copy per step.
+            emap = None if part is None else residual.error_map(opt_state)
+            return new, metrics, library, emap
 
         return step
 
@@ -447,8 +458,9 @@ class Trainer:
         key = self._key(pattern, observe, dev_batch)
         entry = self._compiled(key, dev_batch)
         t0 = time.perf_counter()
-        self.state, metrics, library = entry.fn(self.state, dev_batch)
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        self.state, metrics, library, emap = entry.fn(self.state, dev_batch)
+        metrics, emap = jax.device_get((metrics, emap))
+        metrics = {k: float(v) for k, v in metrics.items()}
         if library is not None:
             lib = jax.device_get(library)
             self.module_history.append({
@@ -460,8 +472,7 @@ class Trainer:
         metrics.update(step_time_s=dt, probe=float(observe),
                        trainable_fraction=entry.n_trainable / self.total_params)
         if self.partition is not None:
-            # One host copy of the error map per step: next_pattern() reuses it.
-            em = self._host_map = jax.device_get(residual.error_map(self.state.opt_state))
+            em = self._host_map = emap  # next_pattern() reuses it
             ratio, hard = residual.update_ratio(em, self.partition)
             metrics.update(update_ratio=float(ratio), hard_active=float(hard))
             self._ratio_sum += metrics["update_ratio"]
@@ -561,7 +572,9 @@ class Trainer:
             "steps": steps,
             "gflops_per_step": gflops / max(steps, 1) / 1e9,
             "gflops_full_step": max(self.flops_by_pattern.values(), default=float("nan")) / 1e9,
-            "step_time_s": float(np.median(times)) if len(times) else float("nan"),
+            # Mean, probes included: what a step of this run costs on average.
+            "step_time_s": float(np.mean(times)) if len(times) else float("nan"),
+            "median_step_time_s": float(np.median(times)) if len(times) else float("nan"),
             "train_time_s": float(np.sum(self.step_times)),
             "compilations": self.compilations,
             "probe_steps": probe_steps,
