@@ -9,8 +9,8 @@ runs the method's optimizer over the whole tree. Patterns come from the method (
 BitFit, top layers: fixed) or, for RGFT and the mask baselines, from the current mask:
 *probe steps* differentiate everything and update the error map, *sparse steps* only the
 leaves holding an active component. Each pattern is compiled once and kept in a bounded
-cache; FLOPs come from XLA's cost analysis of each compiled step, averaged over the steps
-that actually ran.
+cache; FLOPs come from XLA's cost analysis of each compiled step (of its lowered module: the
+same count on every backend), averaged over the steps that actually ran.
 """
 
 from __future__ import annotations
@@ -151,11 +151,29 @@ def _peak_bytes(compiled) -> int:
         return -1
 
 
-def _cost_flops(compiled) -> float:
-    cost = compiled.cost_analysis()
+def _cost_flops(stage) -> float:
+    """XLA's cost-analysis FLOPs of a lowered or compiled step (NaN when unavailable)."""
+    try:
+        cost = stage.cost_analysis()
+    except Exception:  # noqa: BLE001 - backends without a cost analysis
+        return float("nan")
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else {}
     return float((cost or {}).get("flops", float("nan")))
+
+
+def _step_flops(lowered, compiled) -> float:
+    """FLOPs of one step: XLA's cost analysis of the *lowered* module.
+
+    The lowered module is what autodiff produced (frozen leaves already have no weight
+    gradient, layers below the lowest differentiated one no backprop); on CPU its count is
+    within 2 % of the optimised module's. The optimised module is backend-specific: on GPU
+    its matmuls become cuBLAS custom calls that the cost analysis does not count (BERT-base,
+    batch 64 x 128: 131 GFLOPs reported for a step of several TFLOPs). The compiled count is
+    the fallback where the lowered one is unavailable.
+    """
+    flops = _cost_flops(lowered)
+    return flops if math.isfinite(flops) and flops > 0 else _cost_flops(compiled)
 
 
 def fsdp_spec(x: Any, mesh: Mesh, min_size: int = 2**18) -> P:
@@ -439,9 +457,10 @@ class Trainer:
             self._cache.move_to_end(key)
             return self._cache[key]
         jitted = jax.jit(self._make_step(pattern, observe), donate_argnums=0)
-        compiled = jitted.lower(self.state, batch).compile()
+        lowered = jitted.lower(self.state, batch)
+        compiled = lowered.compile()
         self.compilations += 1
-        entry = _CompiledStep(compiled, _cost_flops(compiled),
+        entry = _CompiledStep(compiled, _step_flops(lowered, compiled),
                               methods_lib.count_params(self.state.params, pattern, self.partition),
                               _peak_bytes(compiled))
         self.peak_bytes = max(self.peak_bytes, entry.peak_bytes)
