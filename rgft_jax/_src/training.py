@@ -9,8 +9,9 @@ runs the method's optimizer over the whole tree. Patterns come from the method (
 BitFit, top layers: fixed) or, for RGFT and the mask baselines, from the current mask:
 *probe steps* differentiate everything and update the error map, *sparse steps* only the
 leaves holding an active component. Each pattern is compiled once and kept in a bounded
-cache; FLOPs come from XLA's cost analysis of each compiled step (of its lowered module: the
-same count on every backend), averaged over the steps that actually ran.
+cache; FLOPs come from XLA's cost analysis of each compiled step, averaged over the steps
+that actually ran, with the matmul FLOPs of its StableHLO beside them (XLA's count is
+backend-specific: on GPU it leaves out most matmul work; see :mod:`rgft_jax._src.flops`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from rgft_jax._src import flops as flops_lib
 from rgft_jax._src import methods as methods_lib
 from rgft_jax._src import residual, sparse_grad
 
@@ -162,20 +164,6 @@ def _cost_flops(stage) -> float:
     return float((cost or {}).get("flops", float("nan")))
 
 
-def _step_flops(lowered, compiled) -> float:
-    """FLOPs of one step: XLA's cost analysis of the *lowered* module.
-
-    The lowered module is what autodiff produced (frozen leaves already have no weight
-    gradient, layers below the lowest differentiated one no backprop); on CPU its count is
-    within 2 % of the optimised module's. The optimised module is backend-specific: on GPU
-    its matmuls become cuBLAS custom calls that the cost analysis does not count (BERT-base,
-    batch 64 x 128: 131 GFLOPs reported for a step of several TFLOPs). The compiled count is
-    the fallback where the lowered one is unavailable.
-    """
-    flops = _cost_flops(lowered)
-    return flops if math.isfinite(flops) and flops > 0 else _cost_flops(compiled)
-
-
 def fsdp_spec(x: Any, mesh: Mesh, min_size: int = 2**18) -> P:
     """``P('fsdp', ...)`` on the first axis divisible by the fsdp size for large leaves."""
     n = mesh.shape.get("fsdp", 1)
@@ -190,7 +178,8 @@ def fsdp_spec(x: Any, mesh: Mesh, min_size: int = 2**18) -> P:
 
 class _CompiledStep(NamedTuple):
     fn: Callable
-    flops: float
+    flops: float  # XLA's cost analysis of the compiled step
+    matmul_flops: float  # dot_general + convolution FLOPs of its StableHLO (any backend)
     n_trainable: int
     peak_bytes: int  # XLA's memory analysis: arguments + outputs + temporaries - aliased
 
@@ -294,6 +283,7 @@ class Trainer:
         self.peak_bytes = 0  # largest XLA memory analysis of a compiled step
         self.pattern_steps: collections.Counter = collections.Counter()
         self.flops_by_pattern: dict[tuple, float] = {}
+        self.matmul_flops_by_pattern: dict[tuple, float] = {}
         self.history: list[dict[str, Any]] = []
         self.error_history: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.step_times: list[float] = []
@@ -460,11 +450,12 @@ class Trainer:
         lowered = jitted.lower(self.state, batch)
         compiled = lowered.compile()
         self.compilations += 1
-        entry = _CompiledStep(compiled, _step_flops(lowered, compiled),
+        entry = _CompiledStep(compiled, _cost_flops(compiled), flops_lib.matmul_flops(lowered),
                               methods_lib.count_params(self.state.params, pattern, self.partition),
                               _peak_bytes(compiled))
         self.peak_bytes = max(self.peak_bytes, entry.peak_bytes)
         self.flops_by_pattern[key] = entry.flops
+        self.matmul_flops_by_pattern[key] = entry.matmul_flops
         self._cache[key] = entry
         while len(self._cache) > self.config.max_compiled:
             self._cache.popitem(last=False)
@@ -583,6 +574,8 @@ class Trainer:
         """Compute accounting of the run so far (FLOPs averaged over the steps that ran)."""
         steps = sum(self.pattern_steps.values())
         gflops = sum(self.flops_by_pattern[k] * n for k, n in self.pattern_steps.items())
+        matmul = sum(self.matmul_flops_by_pattern.get(k, float("nan")) * n
+                     for k, n in self.pattern_steps.items())
         times = np.asarray(self.step_times[1:] if len(self.step_times) > 1 else self.step_times)
         probe_steps = sum(n for (p, obs, _), n in self.pattern_steps.items() if obs)
         out = {
@@ -590,6 +583,7 @@ class Trainer:
             "kind": self.method.kind,
             "steps": steps,
             "gflops_per_step": gflops / max(steps, 1) / 1e9,
+            "matmul_gflops_per_step": matmul / max(steps, 1) / 1e9,
             "gflops_full_step": max(self.flops_by_pattern.values(), default=float("nan")) / 1e9,
             # Mean, probes included: what a step of this run costs on average.
             "step_time_s": float(np.mean(times)) if len(times) else float("nan"),
@@ -678,6 +672,8 @@ class Trainer:
                                for h in self.module_history],
             "pattern_steps": [[key(k), n] for k, n in self.pattern_steps.items()],
             "flops_by_pattern": [[key(k), f] for k, f in self.flops_by_pattern.items()],
+            "matmul_flops_by_pattern": [[key(k), f]
+                                        for k, f in self.matmul_flops_by_pattern.items()],
             "step_times": self.step_times,
             "compilations": self.compilations,
             "peak_bytes": self.peak_bytes,
@@ -696,6 +692,8 @@ class Trainer:
                                for h in host["module_history"]]
         self.pattern_steps = collections.Counter({key(k): n for k, n in host["pattern_steps"]})
         self.flops_by_pattern = {key(k): f for k, f in host["flops_by_pattern"]}
+        self.matmul_flops_by_pattern = {
+            key(k): f for k, f in host.get("matmul_flops_by_pattern", [])}
         self.step_times = list(host["step_times"])
         self.compilations = int(host["compilations"])
         self.peak_bytes = int(host.get("peak_bytes", 0))

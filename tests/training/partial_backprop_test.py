@@ -51,6 +51,13 @@ def test_rgft_sparse_steps_compile_fewer_flops(resume_runs):
     expected = sum(trainer.flops_by_pattern[k] * n for k, n in trainer.pattern_steps.items())
     assert s["gflops_per_step"] == pytest.approx(expected / RESUME_STEPS / 1e9)
     assert min(sparse) / 1e9 < s["gflops_per_step"] < s["gflops_full_step"]
+    # The backend-independent matmul count: below XLA's CPU count (no element-wise work),
+    # at least 40 % of it even on this width-32 model (MiniLM: 98 %, tests/efficiency).
+    matmul = trainer.matmul_flops_by_pattern
+    assert set(matmul) == set(trainer.flops_by_pattern)
+    for key, f in trainer.flops_by_pattern.items():
+        assert 0.4 * f < matmul[key] < f
+    assert 0.4 * s["gflops_per_step"] < s["matmul_gflops_per_step"] < s["gflops_per_step"]
 
 
 def test_compiled_step_cache_is_bounded(resume_runs):
