@@ -3,11 +3,12 @@
 """Matmul FLOPs of a lowered JAX program, counted from its StableHLO text.
 
 XLA's cost analysis is backend-specific. On CPU it counts what a training step costs (the
-MiniLM step at batch 32 x 64: 136.6 GFLOPs, of which these matmuls are 134.1). On the GPU backend it does not: measured
-on an H200 (jax 0.11.2), a BERT-base step at batch 64 x 128, whose matmuls alone are about
-4.2 TFLOPs, was reported as 131 GFLOPs, by the lowered and the optimised module alike. The
-StableHLO a step lowers to is the same program on every backend, so counting its
-``dot_general`` and ``convolution`` ops gives a figure that means the same on CPU, GPU and TPU.
+MiniLM step at batch 32 x 64: 136.6 GFLOPs, of which these matmuls are 134.1). On the GPU
+backend it does not: measured on an H200 (jax 0.11.2), a BERT-base step at batch 64 x 128,
+whose matmuls alone are about 4.2 TFLOPs, was reported as 131 GFLOPs, by the lowered and the
+optimised module alike. The StableHLO a step lowers to is the same program on every backend,
+so counting its ``dot_general`` and ``convolution`` ops gives a figure that means the same on
+CPU, GPU and TPU.
 
 Counted: ``2 * prod(result) * prod(contracted sizes)`` for every ``dot_general``, and for
 every ``convolution`` twice its products with real input (padding and the holes of an
