@@ -24,6 +24,8 @@ def test_names_build_the_methods_they_say():
     assert bs.make_method("bitfit@2e-3", _args(), 2).learning_rate == 2e-3
     m = bs.make_method("top_layers", _args(), top_k=3)
     assert (m.kind, m.top_layers, m.label) == ("top_layers", 3, "top_layers")
+    m = bs.make_method("top_layers2@3e-4", _args(), top_k=3)
+    assert (m.kind, m.top_layers, m.learning_rate) == ("top_layers", 2, 3e-4)
     for name in bs.METHODS:  # the defaults all parse
         bs.make_method(name, _args(), 1)
 
@@ -31,6 +33,7 @@ def test_names_build_the_methods_they_say():
 @pytest.mark.parametrize("text, match", [
     ("full,rgft_budget0", "'rgft_budget0' is not a method"),
     ("rgft_budget140", "is not a method"),
+    ("top_layers0", "is not a method"),
     ("fulll", "'fulll' is not a method"),
     ("full@abc", "number > 0, got 'abc'"),
     ("full@-1e-4", "number > 0"),
