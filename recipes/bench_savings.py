@@ -236,7 +236,8 @@ def aggregate(rows: list[dict[str, Any]], methods) -> list[dict[str, Any]]:
         rs = [r for r in rows if r["method"] == name]
         agg: dict[str, Any] = {"method": name, "seeds": len(rs)}
         for key in ("accuracy", "macro_f1", "wall_accuracy", "step_time_ratio",
-                    "gflops_ratio", "matmul_gflops_ratio", "opt_state_bytes_ratio", "peak_step_bytes_ratio",
+                    "gflops_ratio", "matmul_gflops_ratio", "opt_state_bytes_ratio",
+                    "peak_step_bytes_ratio",
                     "update_ratio", "compilations", "wall_step"):
             v = np.asarray([r[key] for r in rs], np.float64)
             agg[key] = float(v.mean())
