@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -71,9 +72,9 @@ def parse_method(name: str) -> dict[str, Any]:
             lr = float(m["lr"])
         except ValueError:
             lr = -1.0
-        if not lr > 0:
+        if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"--methods: {name!r}: the learning rate after @ must be a "
-                             f"number > 0, got {m['lr']!r}.")
+                             f"finite number > 0, got {m['lr']!r}.")
     return {"base": "top_layers" if m["k"] else m["base"], "k": m["k"] and int(m["k"]),
             "budget": m["budget"] and int(m["budget"]) / 100,
             "compact": bool(m["compact"]), "top": m["top"] and int(m["top"]) / 100,
@@ -92,8 +93,9 @@ def parse_methods(text: str) -> tuple[str, ...]:
         raise ValueError(f"--methods {text!r}: no method; allowed: {METHOD_SYNTAX}.")
     for name in names:
         parse_method(name)
-    if len(set(names)) != len(names):
-        raise ValueError(f"--methods {text!r}: a method is named twice.")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--methods {text!r}: {', '.join(twice)} named twice.")
     return names
 
 
@@ -254,6 +256,7 @@ COLUMNS = (
     ("wall", "acc (equal wall time)", "{}"),
     ("step_time_ratio", "step time / full", "{:.2f}"),
     ("gflops_ratio", "GFLOPs / full", "{:.2f}"),
+    ("matmul_gflops_ratio", "matmul GFLOPs / full", "{:.2f}"),
     ("opt_state_bytes_ratio", "opt state / full", "{:.2f}"),
     ("peak_step_bytes_ratio", "peak mem / full", "{:.2f}"),
     ("update_ratio", "update ratio", "{:.3f}"),
@@ -300,6 +303,8 @@ def main(argv=None) -> int:
         a.methods = parse_methods(a.methods)
     except ValueError as e:
         p.error(str(e))
+    if a.warmup_steps < 0:
+        p.error(f"--warmup-steps {a.warmup_steps}: must be >= 0")
     if not 0 < a.wall_fraction <= 1:
         p.error(f"--wall-fraction {a.wall_fraction}: must be in (0, 1]")
     seeds = tuple(int(s) for s in a.seeds.split(",") if s)

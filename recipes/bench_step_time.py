@@ -67,7 +67,7 @@ def run(a) -> dict[str, Any]:
     import jax
     from flax import nnx
 
-    from recipes.bench_savings import make_method, top_layers_k
+    from recipes.bench_savings import make_method, reference, top_layers_k
     from rgft_jax.models import bert
     from rgft_jax.training import TrainConfig, Trainer
 
@@ -85,25 +85,21 @@ def run(a) -> dict[str, Any]:
         calls[name] = []
     data = SyntheticBatches(cfg.vocab_size, a.batch_size, a.seq_len, a.num_classes, a.seed)
     probes: dict[str, list[bool]] = {n: [] for n in a.methods}
-    # The first run of each compiled pattern is dropped from the timings (buffer set-up,
-    # autotuning): a step that compiled is one that grew the trainer's compilation count.
-    first: dict[str, list[bool]] = {n: [] for n in a.methods}
     t0 = time.time()
     for _ in range(a.steps):
         batch = next(data)  # every method sees the same batch
         for name, tr in zip(a.methods, trainers):
-            n_compiled = tr.compilations
             c0 = time.perf_counter()
             m = tr.train_step(batch)
             calls[name].append(time.perf_counter() - c0)
             probes[name].append(bool(m["probe"]))
-            first[name].append(tr.compilations > n_compiled)
     rows = []
     for name, tr in zip(a.methods, trainers):
         s = tr.summary()
         times = np.asarray(tr.step_times)
         probe = np.asarray(probes[name])
-        keep = ~np.asarray(first[name])
+        # The first run of each compiled step is left out (buffer set-up, autotuning).
+        keep = ~np.asarray(tr.fresh_steps)
         # Steady steps: sparse steps of methods with probe/sparse steps, else every step.
         sparse = tr.method.uses_sparse_steps
         steady = times[keep & ~probe] if sparse else times[keep]
@@ -120,9 +116,10 @@ def run(a) -> dict[str, Any]:
             "update_ratio": s["update_ratio"],
             # Per step, for anyone who wants to look at the distribution.
             "step_times_s": times.tolist(), "call_times_s": calls[name],
-            "probe": probe.tolist(), "compiled": list(first[name])})
+            "probe": probe.tolist(), "compiled": list(tr.fresh_steps)})
         tr.close()
-    full = next((r for r in rows if r["method"] == "full"), None)
+    ref = reference(a.methods)
+    full = next((r for r in rows if r["method"] == ref), None)
     for r in rows:
         for key in ("gflops_per_step", "matmul_gflops_per_step", "step_s", "mean_step_s",
                     "mean_call_s"):
@@ -181,6 +178,8 @@ def main(argv=None) -> int:
     for name in ("batch_size", "seq_len", "steps", "update_every"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} {getattr(a, name)}: must be >= 1")
+    if a.warmup_steps < 0:
+        p.error(f"--warmup-steps {a.warmup_steps}: must be >= 0")
     if a.steps < 2 * a.update_every:
         p.error(f"--steps {a.steps}: needs at least two refresh periods "
                 f"(2 x --update-every = {2 * a.update_every}) to time sparse and probe steps")

@@ -13,8 +13,9 @@ CPU, GPU and TPU.
 Counted: ``2 * prod(result) * prod(contracted sizes)`` for every ``dot_general``, and for
 every ``convolution`` twice its products with real input (padding and the holes of an
 input-dilated gradient convolution left out, as XLA does), in every function, times how
-often it is called. Element-wise work is not counted,
-nor the bodies of loops more than once (the models here have no loops).
+often it is called. Element-wise work is not counted. A matmul inside a loop or a
+conditional makes the count NaN (how often it runs is not in the text): the models' train
+steps have none; a probe step that runs DSCA has.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _SYMBOL = r'@("[^"]+"|[\w.$-]+)'  # MLIR symbol names, quoted when they hold oth
 _FUNC = re.compile(r"^\s*func\.func\s+(?:public\s+|private\s+)?" + _SYMBOL + r"\(")
 _CALL = re.compile(r"\bcall\s+" + _SYMBOL + r"\(")
 _TENSOR = re.compile(r"tensor<([^>]*)>")
+_CONTROL = re.compile(r"stablehlo\.(?:while|case|if)\b")
 _CONTRACT = re.compile(r"contracting_dims\s*=\s*\[([\d,\s]*)\]\s*x\s*\[")
 _CONV_DIMS = re.compile(r"dim_numbers\s*=\s*\[([^\]]*)\]x\[([^\]]*)\]->\[([^\]]*)\]")
 
@@ -58,6 +60,8 @@ def _dot(line: str) -> float:
     m = _CONTRACT.search(line)
     if m:
         dims = [int(d) for d in m.group(1).split(",") if d.strip()]
+    elif "stablehlo.dot_general" in line:
+        raise ValueError(f"matmul_flops: no contracting_dims in {line.strip()[:160]!r}")
     else:  # stablehlo.dot: the lhs's last axis with the rhs's first
         dims = [len(lhs) - 1] if lhs else []
     return 2.0 * math.prod(out) * math.prod(lhs[d] for d in dims)
@@ -109,9 +113,19 @@ def _conv(line: str) -> float:
 
 
 def _per_function(text: str) -> tuple[dict[str, float], dict[str, list[str]], str]:
+    """Matmul FLOPs and calls per function; NaN for a function with matmuls in control flow.
+
+    A matmul inside a ``while`` body or a ``case`` / ``if`` branch runs as often as the trip
+    count or the branch taken says, which the text does not: that function's count is NaN
+    rather than a wrong number. Calls from such regions are marked ``?`` (NaN if the callee
+    does any matmul).
+    """
     flops: dict[str, float] = {}
     calls: dict[str, list[str]] = {}
     current, first = None, None
+    # Brace depth, and the depth of every control-flow op whose regions are open (a region
+    # may open on the op's line or on a later one: "cond {").
+    depth, control = 0, []
     for line in text.splitlines():
         m = _FUNC.match(line)
         if m:
@@ -119,14 +133,21 @@ def _per_function(text: str) -> tuple[dict[str, float], dict[str, list[str]], st
             first = first or current
             flops.setdefault(current, 0.0)
             calls.setdefault(current, [])
-            continue
-        if current is None:
-            continue
-        if "stablehlo.dot_general" in line or "stablehlo.dot " in line:
-            flops[current] += _dot(line)
-        elif "stablehlo.convolution" in line:
-            flops[current] += _conv(line)
-        calls[current].extend(_CALL.findall(line))
+        elif current is not None:
+            inside = bool(control)
+            if "stablehlo.dot_general" in line or "stablehlo.dot " in line:
+                flops[current] += float("nan") if inside else _dot(line)
+            elif "stablehlo.convolution" in line:
+                flops[current] += float("nan") if inside else _conv(line)
+            # A call in a loop or a branch runs an unknown number of times: marked "?".
+            calls[current].extend(("?" + c if inside else c) for c in _CALL.findall(line))
+            if _CONTROL.search(line):
+                control.append([depth, False])
+        depth += line.count("{") - line.count("}")
+        for c in control:
+            c[1] = c[1] or depth > c[0]
+        while control and control[-1][1] and depth <= control[-1][0]:
+            control.pop()
     entry = "main" if "main" in flops else first
     if entry is None:
         raise ValueError("matmul_flops: no function in the module text")
@@ -150,6 +171,10 @@ def matmul_flops(lowered: Any) -> float:
 
     @cache
     def total(name: str) -> float:
-        return flops.get(name, 0.0) + sum(total(c) for c in calls.get(name, ()))
+        out = flops.get(name, 0.0)
+        for c in calls.get(name, ()):
+            sub = total(c.lstrip("?"))
+            out += float("nan") if c.startswith("?") and sub != 0 else sub
+        return out
 
     return float(total(entry))

@@ -57,8 +57,9 @@ class Method:
         refresh, the mask that captures the most residual mass within ``f`` of the full
         step's FLOPs (:func:`rgft_jax.budget_threshold` over :func:`rgft_jax.analytic_costs`
         of the model and batch shape; the step's real FLOPs are measured, not assumed).
-      sparse: RGFT and masks: probe steps (full gradient) every ``update_every`` steps and
-        sparse steps that differentiate only leaves holding an active component.
+      sparse: RGFT and masks: probe steps (full gradient) on every mask refresh (the first
+        at ``warmup_steps``, then every ``update_every`` steps) and while every component is
+        active, and sparse steps that differentiate only leaves holding an active component.
       update_ratio: random / magnitude masks: fraction of the maskable parameters to train.
       lora_rank, lora_alpha, lora_targets: LoRA adapters (module-path regexes).
       top_layers: ``top_layers`` heuristic: how many of the highest layers to train.

@@ -212,12 +212,12 @@ def _init_tracker(part: comp_lib.Partition) -> _Tracked:
 def refreshes(count: Any, update_every: int, warmup_steps: int) -> Any:
     """Whether the step that brings the tracker's count to ``count`` refreshes the mask.
 
-    The first refresh is at ``warmup_steps`` (when ``>= 1``), then at every multiple of
-    ``update_every`` after it. With ``warmup_steps=0``: every multiple of ``update_every``.
-    Works on Python ints, numpy and traced ``jnp`` values alike.
+    The first refresh is at ``warmup_steps`` (``update_every`` when it is 0), the next ones
+    every ``update_every`` steps after it. Works on Python ints, numpy and traced ``jnp``
+    values alike.
     """
-    return ((count == warmup_steps) & (warmup_steps > 0)) | (
-        (count >= warmup_steps) & (count % update_every == 0))
+    first = warmup_steps if warmup_steps > 0 else update_every
+    return (count >= first) & ((count - first) % update_every == 0)
 
 
 def _track(
@@ -354,10 +354,10 @@ _DOC_ARGS = """
     gamma: scale of masked components, in ``[0, 1)``: ``0`` is a hard mask, ``> 0`` a soft
       floor (the convergence argument needs ``gamma > 0``).
     beta: strength of the component learning rates ``1 + beta * z(r_i)``; ``0`` disables.
-    update_every: refresh the mask and LR multipliers at steps that are multiples of this.
+    update_every: steps between refreshes of the mask and LR multipliers.
     warmup_steps: the first refresh is at this step (everything active at full LR until
-      then), the next ones at the following multiples of ``update_every``; ``0``: the first
-      refresh is at step ``update_every``. The uniform start ``r_i(0) = 1/C`` shifts every
+      then), the next ones every ``update_every`` steps after it; ``0``: the first refresh
+      is at step ``update_every``. The uniform start ``r_i(0) = 1/C`` shifts every
       residual alike, so a mask taken after a single step ranks the components by that
       step's gradient shares: ``warmup_steps=1`` starts saving compute at once.
     min_lr_scale: floor of the LR multipliers, in ``(0, 1]``."""

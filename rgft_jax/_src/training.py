@@ -164,6 +164,18 @@ def _cost_flops(stage) -> float:
     return float((cost or {}).get("flops", float("nan")))
 
 
+def _matmul_flops(lowered) -> float:
+    """:func:`rgft_jax._src.flops.matmul_flops`, or NaN (with a warning) if unreadable."""
+    try:
+        return flops_lib.matmul_flops(lowered)
+    except ValueError as e:  # accounting must never stop training
+        import warnings
+
+        warnings.warn(f"matmul FLOPs not counted for a compiled step: {e}", RuntimeWarning,
+                      stacklevel=3)
+        return float("nan")
+
+
 def fsdp_spec(x: Any, mesh: Mesh, min_size: int = 2**18) -> P:
     """``P('fsdp', ...)`` on the first axis divisible by the fsdp size for large leaves."""
     n = mesh.shape.get("fsdp", 1)
@@ -287,6 +299,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.error_history: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.step_times: list[float] = []
+        # Per step: the first run of a freshly compiled step (buffer set-up, autotuning).
+        self.fresh_steps: list[bool] = []
         self._host_map = None  # host copy of the error map after the last step
         self._sparse_cache: tuple[bytes, tuple] | None = None  # last mask -> its pattern
         self._ratio_sum = 0.0  # sum over every step (not just logged ones) of the update ratio
@@ -450,7 +464,7 @@ class Trainer:
         lowered = jitted.lower(self.state, batch)
         compiled = lowered.compile()
         self.compilations += 1
-        entry = _CompiledStep(compiled, _cost_flops(compiled), flops_lib.matmul_flops(lowered),
+        entry = _CompiledStep(compiled, _cost_flops(compiled), _matmul_flops(lowered),
                               methods_lib.count_params(self.state.params, pattern, self.partition),
                               _peak_bytes(compiled))
         self.peak_bytes = max(self.peak_bytes, entry.peak_bytes)
@@ -466,6 +480,7 @@ class Trainer:
         pattern, observe = self.next_pattern()
         dev_batch = self._put_batch(batch)
         key = self._key(pattern, observe, dev_batch)
+        compiled_before = self.compilations
         entry = self._compiled(key, dev_batch)
         t0 = time.perf_counter()
         self.state, metrics, library, emap = entry.fn(self.state, dev_batch)
@@ -478,6 +493,7 @@ class Trainer:
                 **{k: float(getattr(lib, k)) for k in ("ari", "nmi", "kappa", "drift")}})
         dt = time.perf_counter() - t0
         self.step_times.append(dt)
+        self.fresh_steps.append(self.compilations > compiled_before)
         self.pattern_steps[key] += 1
         metrics.update(step_time_s=dt, probe=float(observe),
                        trainable_fraction=entry.n_trainable / self.total_params)
@@ -576,7 +592,11 @@ class Trainer:
         gflops = sum(self.flops_by_pattern[k] * n for k, n in self.pattern_steps.items())
         matmul = sum(self.matmul_flops_by_pattern.get(k, float("nan")) * n
                      for k, n in self.pattern_steps.items())
-        times = np.asarray(self.step_times[1:] if len(self.step_times) > 1 else self.step_times)
+        # First runs of freshly compiled steps are left out, unless nothing else ran.
+        fresh = np.asarray(self.fresh_steps[-len(self.step_times):], bool)
+        times = np.asarray(self.step_times)
+        if fresh.shape == times.shape and (~fresh).any():
+            times = times[~fresh]
         probe_steps = sum(n for (p, obs, _), n in self.pattern_steps.items() if obs)
         out = {
             "method": self.method.label,
@@ -619,7 +639,11 @@ class Trainer:
         if self._ckpt is None:
             self._ckpt = ocp.CheckpointManager(
                 self.checkpoint_dir, options=ocp.CheckpointManagerOptions(
-                    max_to_keep=self.config.keep_checkpoints or None, create=True))
+                    max_to_keep=self.config.keep_checkpoints or None, create=True),
+                # Known handlers: a fresh manager can read a checkpoint's metadata.
+                item_handlers={"state": ocp.StandardCheckpointHandler(),
+                               "data": ocp.JsonCheckpointHandler(),
+                               "host": ocp.JsonCheckpointHandler()})
         return self._ckpt
 
     @property
@@ -650,10 +674,13 @@ class Trainer:
         if step is None:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state)
+        target = _on_disk_target(abstract, mgr.item_metadata(step)["state"],
+                                 os.path.join(self.checkpoint_dir, str(step)))
         out = mgr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(),
+            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
             host=ocp.args.JsonRestore()))
-        self.state = out["state"]
+        self.state = jax.tree.map(lambda x: x["value"] if _is_wrapped(x) else x,
+                                  out["state"], is_leaf=_is_wrapped)
         self._host_map = None
         self._load_host_state(out["host"])
         return out["data"]["data"]
@@ -675,6 +702,7 @@ class Trainer:
             "matmul_flops_by_pattern": [[key(k), f]
                                         for k, f in self.matmul_flops_by_pattern.items()],
             "step_times": self.step_times,
+            "fresh_steps": self.fresh_steps,
             "compilations": self.compilations,
             "peak_bytes": self.peak_bytes,
             "ratio_sum": self._ratio_sum,
@@ -695,6 +723,7 @@ class Trainer:
         self.matmul_flops_by_pattern = {
             key(k): f for k, f in host.get("matmul_flops_by_pattern", [])}
         self.step_times = list(host["step_times"])
+        self.fresh_steps = [bool(f) for f in host.get("fresh_steps", [])]
         self.compilations = int(host["compilations"])
         self.peak_bytes = int(host.get("peak_bytes", 0))
         self._ratio_sum = float(host["ratio_sum"])
@@ -704,6 +733,40 @@ class Trainer:
             self._ckpt.close()
         if self._writer is not None:
             self._writer.close()
+
+
+def _path_names(tree: Any) -> list[tuple[str, ...]]:
+    def name(k):
+        return str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
+
+    return [tuple(name(k) for k in p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _is_wrapped(x: Any) -> bool:
+    return isinstance(x, dict) and set(x) == {"value"}
+
+
+def _on_disk_target(abstract: Any, metadata: Any, where: str) -> Any:
+    """``abstract`` in the layout of the checkpoint on disk.
+
+    Checkpoints written before the loop kept params as plain dicts hold every params-shaped
+    leaf (params, Adam moments) as an nnx ``Variable``, saved one level deeper under
+    ``value``; those leaves are read from there (and unwrapped by the caller).
+    """
+    disk = set(_path_names(metadata))
+    paths = _path_names(abstract)
+    if all(p in disk for p in paths):
+        return abstract
+    missing = [p for p in paths if p not in disk and p + ("value",) not in disk]
+    if missing:
+        shown = ", ".join("/".join(p) for p in missing[:3])
+        raise ValueError(
+            f"Trainer.restore: the checkpoint at {where} does not hold this run's state "
+            f"({len(missing)} leaves missing, e.g. {shown}); was it written by another "
+            "method, model or partition?")
+    flat, treedef = jax.tree_util.tree_flatten(abstract)
+    return jax.tree_util.tree_unflatten(treedef, [
+        x if p in disk else {"value": x} for p, x in zip(paths, flat)])
 
 
 def fit_together(

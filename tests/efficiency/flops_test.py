@@ -81,3 +81,24 @@ def test_minilm_train_step_matmuls_are_almost_all_of_xlas_count():
 def test_unreadable_text_is_an_error():
     with pytest.raises(ValueError, match="no function"):
         matmul_flops("module {}")
+
+
+def test_matmuls_in_loops_and_branches_are_not_guessed():
+    x = jnp.ones((4, 4))
+    loops = {
+        "fori": lambda x: jax.lax.fori_loop(0, 10, lambda i, y: y @ x, x),
+        "scan": lambda x: jax.lax.scan(lambda c, _: (c @ x, None), x, None, length=6)[0],
+        "cond": lambda x: jax.lax.cond(x[0, 0] > 0, lambda: x @ x, lambda: x + 1),
+    }
+    for name, f in loops.items():
+        assert np.isnan(matmul_flops(jax.jit(f).lower(x))), name
+    # A loop without matmuls does not spoil the count of the matmul after it.
+    f = lambda x: jax.lax.fori_loop(0, 10, lambda i, y: y + 1, x) @ x
+    assert matmul_flops(jax.jit(f).lower(x)) == 2 * 4 * 4 * 4
+
+
+def test_a_dot_general_without_contracting_dims_is_an_error():
+    line = ("module {\n func.func public @main() {\n %0 = stablehlo.dot_general %a, %b : "
+            "(tensor<2x3xf32>, tensor<3x4xf32>) -> tensor<2x4xf32>\n }\n}")
+    with pytest.raises(ValueError, match="no contracting_dims"):
+        matmul_flops(line)

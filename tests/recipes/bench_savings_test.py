@@ -37,7 +37,8 @@ def test_names_build_the_methods_they_say():
     ("fulll", "'fulll' is not a method"),
     ("full@abc", "number > 0, got 'abc'"),
     ("full@-1e-4", "number > 0"),
-    ("full,full", "named twice"),
+    ("full@inf", "finite number"),
+    ("full,lora,full", "full named twice"),
     (",", "no method"),
 ])
 def test_bad_names_are_refused_with_the_syntax(text, match):

@@ -22,7 +22,7 @@ def test_tiny_model_table_and_json(tmp_path, capsys):
     assert rgft["probe_steps"] >= 2 and any(rgft["probe"]) and not all(rgft["probe"])
     assert rgft["gflops_per_step"] < full["gflops_per_step"]
     assert rows["top_layers"]["gflops_per_step_ratio"] < 1.0
-    # The first run of every compiled pattern is flagged (and left out of the medians).
+    # The first run of every compiled step is flagged (and left out of the medians).
     assert sum(rgft["compiled"]) == rgft["compilations"]
     assert len(rgft["step_times_s"]) == 6
 
@@ -31,6 +31,7 @@ def test_tiny_model_table_and_json(tmp_path, capsys):
     (["--methods", "full,nope"], "'nope' is not a method"),
     (["--steps", "3", "--update-every", "2"], "two refresh periods"),
     (["--batch-size", "0"], "--batch-size 0"),
+    (["--warmup-steps", "-1"], "--warmup-steps -1"),
 ])
 def test_bad_arguments_are_named(argv, match, capsys):
     with pytest.raises(SystemExit):

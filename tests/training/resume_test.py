@@ -70,3 +70,40 @@ def test_restore_without_workdir_is_an_error():
     trainer = resume_trainer("full", None)
     with pytest.raises(ValueError, match="workdir"):
         trainer.restore()
+
+
+def test_checkpoints_of_the_variable_layout_still_restore(tmp_path):
+    """Before the loop kept params as plain dicts, params-shaped leaves (params, Adam's
+    moments) were nnx Variables, stored one level deeper under ``value``."""
+    import optax
+    import orbax.checkpoint as ocp
+
+    old = resume_trainer("full", tmp_path)
+    old.fit(train_iterator())
+    wrap = lambda x: {"value": x}
+    legacy = old.state._replace(
+        params=jax.tree.map(wrap, old.state.params),
+        opt_state=optax.tree_utils.tree_map_params(old.tx, wrap, old.state.opt_state))
+    mgr = old._manager()
+    mgr.save(99, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(legacy), data=ocp.args.JsonSave({"data": {"epoch": 7}}),
+        host=ocp.args.JsonSave(old._host_state())))
+    mgr.wait_until_finished()
+    new = resume_trainer("full", tmp_path)
+    assert new.restore(99) == {"epoch": 7}
+    assert_bitwise_equal(host(new.state.params), host(old.state.params))
+    assert_bitwise_equal(host(new.state.opt_state), host(old.state.opt_state))
+    old.close()
+    new.close()
+
+
+def test_a_checkpoint_of_another_run_is_refused_by_name(tmp_path):
+    full = resume_trainer("full", tmp_path)
+    full.save()
+    other = resume_trainer("rgft", tmp_path)  # the same workdir, another state
+    os.makedirs(os.path.dirname(other.checkpoint_dir), exist_ok=True)
+    os.replace(full.checkpoint_dir, other.checkpoint_dir)
+    with pytest.raises(ValueError, match=r"does not hold this run's state .*leaves missing"):
+        other.restore()
+    full.close()
+    other.close()

@@ -90,8 +90,8 @@ class NumpyRGFT:
         if n.sum() > 0:
             self.r = alpha * self.r + (1 - alpha) * n / n.sum()
         self.count += 1
-        first = self.count == warmup and warmup > 0
-        if first or (self.count >= warmup and self.count % every == 0):
+        first = warmup if warmup > 0 else every
+        if self.count >= first and (self.count - first) % every == 0:
             act = _np_active(self.r, threshold)
             self.mask = np.where(act, 1.0, gamma)
             std = self.r.std()
