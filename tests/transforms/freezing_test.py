@@ -109,7 +109,7 @@ def test_gradient_side_hard_mask_leaks_under_adamw():
 def _step_sizes(tx, params, steps=5):
     state = tx.init(params)
     start = params
-    for t in range(steps):
+    for _ in range(steps):
         g = {"a": jnp.full(6, 1.0), "b": jnp.full(4, 1.0)}
         updates, state = tx.update(g, state, params)
         params = optax.apply_updates(params, updates)

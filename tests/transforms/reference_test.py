@@ -146,7 +146,9 @@ def test_matches_numpy_over_many_steps(case, form):
             sign = -1.0 if form == "guided_sgd" else 1.0
             want = _np_scale(grads, ref.mask * ref.lr)
             jax.tree.map(
-                lambda a, b: np.testing.assert_allclose(a, sign * b, rtol=1e-5, atol=1e-6),
+                lambda a, b, sign=sign: np.testing.assert_allclose(
+                    a, sign * b, rtol=1e-5, atol=1e-6
+                ),
                 updates, want,
             )
     assert ref.skipped == 1 and ref.count == 23
