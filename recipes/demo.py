@@ -30,7 +30,7 @@ DEFAULT_LABELS = ("negative", "neutral", "positive")
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """The embedded default configuration (about 15 minutes on a 2-core CPU)."""
+    """The embedded default configuration (about 12 minutes of training on a 2-core CPU)."""
 
     methods: tuple[str, ...] = ("full", "rgft")
     steps: int = 250

@@ -105,6 +105,11 @@ def plot_error_map(
     if grids[0][0].size == 0:
         return None
     c = len(components)
+    # Outline the minority: masked components when most are trained, trained ones when most
+    # are masked (a budgeted mask often trains no head at all, and boxing every cell says
+    # nothing), decided once over the drawn snapshots so every panel means the same.
+    outline = _outline_choice(components, kind, [history[i][2] for i in picks])
+    color = "lime" if outline == "trained" else "cyan"
     # Shares scale with 1/C: show them relative to the uniform share 1/C.
     vmax = max(np.nanmax(g) for g, _ in grids) * c
     fig = plt.figure(figsize=(3.2 * len(picks) + 1.5, 7.5), constrained_layout=True)
@@ -115,12 +120,10 @@ def plot_error_map(
         ax = fig.add_subplot(gs[0, j])
         im = ax.imshow(grid * c, aspect="auto", cmap="magma", vmin=0, vmax=vmax)
         step, _, mask = history[i]
-        # Outline masked-out components.
-        sel = [comp for comp in components if comp.kind == kind and comp.layer >= 0]
-        for comp in sel:
-            if mask[comp.index] < 1:
-                ax.add_patch(plt.Rectangle((comp.group - 0.5, layers.index(comp.layer) - 0.5),
-                                           1, 1, fill=False, ec="cyan", lw=0.6, alpha=0.7))
+        for comp in _outlined(components, kind, mask, outline):
+            ax.add_patch(plt.Rectangle((comp.group - 0.5, layers.index(comp.layer) - 0.5),
+                                       1, 1, fill=False, ec=color, lw=1.2 if outline == "trained"
+                                       else 0.6, alpha=0.9))
         ax.set_title(f"step {step}", fontsize=10)
         ax.set_xlabel(kind)
         ax.set_xticks(range(grid.shape[1]))
@@ -151,12 +154,37 @@ def plot_error_map(
     ax.set_yticks([(a + b) / 2 for a, b in zip(bounds, bounds[1:])],
                   [f"{kinds[a]} ({b - a})" for a, b in zip(bounds, bounds[1:])], fontsize=8)
     ax.set_xlabel("step")
-    ax.set_title("every component over training (grouped by kind, layer-major)")
-    fig.colorbar(im2, ax=ax, label="residual x C")
-    fig.suptitle(f"{title}: cyan boxes = masked")
+    ax.set_title("every component over training (grouped by kind, layer-major); "
+                 "right strip: trained (white) at the last probe")
+    # Which components the last mask trains, row-aligned with the panel.
+    strip = ax.inset_axes([1.004, 0.0, 0.012, 1.0])
+    last = (np.asarray(history[-1][2])[order] >= 1).astype(float)
+    strip.pcolormesh([0, 1], np.arange(c + 1), last[:, None], cmap="gray", vmin=0, vmax=1,
+                     shading="flat")
+    strip.set_ylim(c, 0)
+    strip.set_xticks([])
+    strip.set_yticks([])
+    fig.colorbar(im2, ax=ax, label="residual x C", pad=0.03)
+    fig.suptitle(f"{title}: {color} boxes = {outline} {kind}s")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return os.fspath(path)
+
+
+def _outline_choice(components, kind: str, masks) -> str:
+    """``'trained'`` when most drawn ``kind`` components are masked in ``masks``, else
+    ``'masked'``: the smaller set is the one worth outlining."""
+    drawn = [comp.index for comp in components if comp.kind == kind and comp.layer >= 0]
+    masked = sum(int(np.sum(np.asarray(m)[drawn] < 1)) for m in masks)
+    return "trained" if 2 * masked > len(drawn) * len(masks) else "masked"
+
+
+def _outlined(components, kind, mask, outline: str):
+    """The drawn ``kind`` components to outline: masked (``mask < 1``) or trained ones."""
+    sel = [comp for comp in components if comp.kind == kind and comp.layer >= 0]
+    if outline == "trained":
+        return [comp for comp in sel if mask[comp.index] >= 1]
+    return [comp for comp in sel if mask[comp.index] < 1]
 
 
 def plot_training_curves(
