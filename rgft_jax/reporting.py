@@ -112,7 +112,7 @@ def plot_error_map(
     color = "lime" if outline == "trained" else "cyan"
     # Shares scale with 1/C: show them relative to the uniform share 1/C.
     vmax = max(np.nanmax(g) for g, _ in grids) * c
-    fig = plt.figure(figsize=(3.2 * len(picks) + 1.5, 7.5), constrained_layout=True)
+    fig = plt.figure(figsize=(max(3.2 * len(picks) + 1.5, 9.0), 7.5), constrained_layout=True)
     gs = fig.add_gridspec(2, len(picks) + 1, height_ratios=[1.0, 1.1],
                           width_ratios=[1] * len(picks) + [0.06])
     im = None
@@ -154,8 +154,8 @@ def plot_error_map(
     ax.set_yticks([(a + b) / 2 for a, b in zip(bounds, bounds[1:])],
                   [f"{kinds[a]} ({b - a})" for a, b in zip(bounds, bounds[1:])], fontsize=8)
     ax.set_xlabel("step")
-    ax.set_title("every component over training (grouped by kind, layer-major); "
-                 "right strip: trained (white) at the last probe")
+    ax.set_title("every component over training (grouped by kind, layer-major)\n"
+                 "right strip: trained (white) at the last probe", fontsize=10)
     # Which components the last mask trains, row-aligned with the panel.
     strip = ax.inset_axes([1.004, 0.0, 0.012, 1.0])
     last = (np.asarray(history[-1][2])[order] >= 1).astype(float)
