@@ -58,7 +58,7 @@ def error_map_grid(
     residuals: np.ndarray, components: Sequence[Any], kind: str = "head"
 ) -> tuple[np.ndarray, list[int]]:
     """Arranges the residuals of components of ``kind`` as a ``[layers, groups]`` grid."""
-    sel = [c for c in components if c.kind == kind and c.layer >= 0]
+    sel = _drawn(components, kind)
     if not sel:
         return np.zeros((0, 0)), []
     layers = sorted({c.layer for c in sel})
@@ -105,11 +105,12 @@ def plot_error_map(
     if grids[0][0].size == 0:
         return None
     c = len(components)
-    # Outline the minority: masked components when most are trained, trained ones when most
-    # are masked (a budgeted mask often trains no head at all, and boxing every cell says
-    # nothing), decided once over the drawn snapshots so every panel means the same.
-    outline = _outline_choice(components, kind, [history[i][2] for i in picks])
-    color = "lime" if outline == "trained" else "cyan"
+    # Outline the minority: masked components when most are active (mask = 1), active ones
+    # when most are masked (a budgeted mask often trains no head at all, and boxing every
+    # cell says nothing), decided once over the drawn snapshots so every panel means the same.
+    drawn = _drawn(components, kind)
+    outline = _outline_choice(drawn, [history[i][2] for i in picks])
+    color, lw = ("lime", 1.2) if outline == "active" else ("cyan", 0.6)
     # Shares scale with 1/C: show them relative to the uniform share 1/C.
     vmax = max(np.nanmax(g) for g, _ in grids) * c
     fig = plt.figure(figsize=(max(3.2 * len(picks) + 1.5, 9.0), 7.5), constrained_layout=True)
@@ -120,10 +121,10 @@ def plot_error_map(
         ax = fig.add_subplot(gs[0, j])
         im = ax.imshow(grid * c, aspect="auto", cmap="magma", vmin=0, vmax=vmax)
         step, _, mask = history[i]
-        for comp in _outlined(components, kind, mask, outline):
-            ax.add_patch(plt.Rectangle((comp.group - 0.5, layers.index(comp.layer) - 0.5),
-                                       1, 1, fill=False, ec=color, lw=1.2 if outline == "trained"
-                                       else 0.6, alpha=0.9))
+        for comp in drawn:
+            if (mask[comp.index] >= 1) == (outline == "active"):
+                ax.add_patch(plt.Rectangle((comp.group - 0.5, layers.index(comp.layer) - 0.5),
+                                           1, 1, fill=False, ec=color, lw=lw, alpha=0.9))
         ax.set_title(f"step {step}", fontsize=10)
         ax.set_xlabel(kind)
         ax.set_xticks(range(grid.shape[1]))
@@ -155,7 +156,7 @@ def plot_error_map(
                   [f"{kinds[a]} ({b - a})" for a, b in zip(bounds, bounds[1:])], fontsize=8)
     ax.set_xlabel("step")
     ax.set_title("every component over training (grouped by kind, layer-major)\n"
-                 "right strip: trained (white) at the last probe", fontsize=10)
+                 "right strip: active (white; mask = 1) at the last probe", fontsize=10)
     # Which components the last mask trains, row-aligned with the panel.
     strip = ax.inset_axes([1.004, 0.0, 0.012, 1.0])
     last = (np.asarray(history[-1][2])[order] >= 1).astype(float)
@@ -171,20 +172,17 @@ def plot_error_map(
     return os.fspath(path)
 
 
-def _outline_choice(components, kind: str, masks) -> str:
-    """``'trained'`` when most drawn ``kind`` components are masked in ``masks``, else
+def _drawn(components, kind: str) -> list:
+    """The components of ``kind`` that belong to a layer: the cells of the error-map grid."""
+    return [c for c in components if c.kind == kind and c.layer >= 0]
+
+
+def _outline_choice(drawn, masks) -> str:
+    """``'active'`` (mask = 1) when most ``drawn`` components are masked in ``masks``, else
     ``'masked'``: the smaller set is the one worth outlining."""
-    drawn = [comp.index for comp in components if comp.kind == kind and comp.layer >= 0]
-    masked = sum(int(np.sum(np.asarray(m)[drawn] < 1)) for m in masks)
-    return "trained" if 2 * masked > len(drawn) * len(masks) else "masked"
-
-
-def _outlined(components, kind, mask, outline: str):
-    """The drawn ``kind`` components to outline: masked (``mask < 1``) or trained ones."""
-    sel = [comp for comp in components if comp.kind == kind and comp.layer >= 0]
-    if outline == "trained":
-        return [comp for comp in sel if mask[comp.index] >= 1]
-    return [comp for comp in sel if mask[comp.index] < 1]
+    idx = [c.index for c in drawn]
+    masked = sum(int(np.sum(np.asarray(m)[idx] < 1)) for m in masks)
+    return "active" if 2 * masked > len(idx) * len(masks) else "masked"
 
 
 def plot_training_curves(

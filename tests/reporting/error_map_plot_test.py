@@ -1,4 +1,4 @@
-"""The error-map figure outlines the smaller of the masked / trained sets of drawn components."""
+"""The error-map figure outlines the smaller of the masked / active sets of drawn components."""
 
 import numpy as np
 import pytest
@@ -23,20 +23,18 @@ def _mask(components, masked):
 
 def test_outlines_masked_heads_when_most_are_trained(components):
     m = _mask(components, lambda c: c.kind == "head" and c.layer == 0 and c.group == 1)
-    assert reporting._outline_choice(components, "head", [m, m]) == "masked"
-    boxes = reporting._outlined(components, "head", m, "masked")
-    assert [(c.layer, c.group) for c in boxes] == [(0, 1)]
+    assert reporting._outline_choice(reporting._drawn(components, "head"), [m, m]) == "masked"
 
 
 def test_outlines_trained_heads_when_most_are_masked(components):
     # A budgeted mask that trains only one head of the top layer (and no other head).
     m = _mask(components, lambda c: c.kind == "head" and (c.layer, c.group) != (1, 2))
-    assert reporting._outline_choice(components, "head", [m]) == "trained"
-    boxes = reporting._outlined(components, "head", m, "trained")
-    assert [(c.layer, c.group) for c in boxes] == [(1, 2)]
-    # No head trained at all: nothing outlined, and the figure says what the boxes mean.
-    none = _mask(components, lambda c: c.kind == "head")
-    assert reporting._outlined(components, "head", none, "trained") == []
+    heads = reporting._drawn(components, "head")
+    assert len(heads) == 8 and all(c.kind == "head" and c.layer >= 0 for c in heads)
+    assert reporting._outline_choice(heads, [m]) == "active"
+    # Half masked is not "most": the masked ones stay outlined.
+    half = _mask(components, lambda c: c.kind == "head" and c.layer == 0)
+    assert reporting._outline_choice(heads, [half]) == "masked"
 
 
 def test_plot_writes_a_png_with_the_mask_strip(components, tmp_path):
