@@ -30,10 +30,10 @@ from flax import nnx
 
 from recipes import demo
 from rgft_jax import data, dsca, reporting
-from rgft_jax._src import methods as methods_lib
 from rgft_jax.components import Partition
 from rgft_jax.models import bert
 from rgft_jax.training import Method, TrainConfig, Trainer
+from rgft_jax.training import _methods as methods_lib
 
 
 def main(argv=None) -> dict:

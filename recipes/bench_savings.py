@@ -114,9 +114,9 @@ def top_layers_k(bcfg, num_labels: int, batch_shape: tuple[int, int],
                  budget: float) -> tuple[int, float]:
     """``top_layers``'s ``k`` matched to ``budget`` by the cost model the budgeted masks use."""
     from rgft_jax._src import components as comp_lib
-    from rgft_jax._src import methods as methods_lib
     from rgft_jax.models import bert
     from rgft_jax.training import Method
+    from rgft_jax.training import _methods as methods_lib
 
     params = bert.abstract_params(bcfg, num_labels=num_labels)
     ref = Method("rgft", threshold=("budget", budget))

@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from rgft_jax._src import assets
+from recipes import assets
 
 DEFAULT_LABELS = ("negative", "neutral", "positive")
 

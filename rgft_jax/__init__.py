@@ -7,7 +7,6 @@
 """
 
 from rgft_jax import components as components
-from rgft_jax import dsca as dsca
 from rgft_jax._src.budget import ComponentCosts as ComponentCosts
 from rgft_jax._src.budget import analytic_costs as analytic_costs
 from rgft_jax._src.budget import budget_threshold as budget_threshold
@@ -25,6 +24,18 @@ from rgft_jax._src.residual import threshold_mask as threshold_mask
 from rgft_jax._src.residual import update_ratio as update_ratio
 
 __version__ = "0.1.0"
+
+# Sub-packages beyond the core are imported on first use: ``import rgft_jax`` needs only
+# jax, optax and numpy (tests/layering_test.py checks it).
+_LAZY_SUBPACKAGES = ("adapters", "data", "dsca", "models", "ops", "reporting", "training")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"rgft_jax.{name}")
+    raise AttributeError(f"module 'rgft_jax' has no attribute {name!r}")
 
 __all__ = [
     "ComponentCosts",

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rgft_jax._src.sparse_grad import active_group_spec, group_sparse_tensordot
+from rgft_jax.ops import active_group_spec, group_sparse_tensordot
 
 Array = jax.Array
 Initializer = Callable[..., Array]

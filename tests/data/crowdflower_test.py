@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
+from recipes import assets
 from rgft_jax import data as rdata
-from rgft_jax._src import assets
 
 CSV = assets.crowdflower_csv() or ""
 

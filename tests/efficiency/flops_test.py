@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rgft_jax._src import training
-from rgft_jax._src.flops import matmul_flops
 from rgft_jax.models import bert
+from rgft_jax.training import _trainer as training
+from rgft_jax.training._flops import matmul_flops
 
 
 def _xla(lowered) -> float:

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgft_jax._src.sparse_grad import group_sparse_tensordot
+from rgft_jax.ops import group_sparse_tensordot
 
 CASES = [  # x shape, kernel shape, n_in, group axis, groups
     ((2, 5, 8), (8, 4, 3), 1, 1, 4),  # query: [D, H, Dh], heads on an output axis

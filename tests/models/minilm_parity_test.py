@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from rgft_jax._src import assets
+from recipes import assets
 from rgft_jax.models import bert
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "minilm_l6_embeddings.npz"

@@ -8,8 +8,7 @@ import pytest
 from safetensors.numpy import save_file
 from tokenizers.implementations import BertWordPieceTokenizer
 
-from recipes import demo
-from rgft_jax._src import assets
+from recipes import assets, demo
 
 WORDS = "the a cat dog sat on mat good bad movie is was not very great awful fine ok".split()
 

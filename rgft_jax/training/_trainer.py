@@ -11,7 +11,7 @@ BitFit, top layers: fixed) or, for RGFT and the mask baselines, from the current
 leaves holding an active component. Each pattern is compiled once and kept in a bounded
 cache; FLOPs come from XLA's cost analysis of each compiled step, averaged over the steps
 that actually ran, with the matmul FLOPs of its StableHLO beside them (XLA's count is
-backend-specific: on GPU it leaves out most matmul work; see :mod:`rgft_jax._src.flops`).
+backend-specific: on GPU it leaves out most matmul work; see :mod:`rgft_jax.training._flops`).
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rgft_jax._src import flops as flops_lib
-from rgft_jax._src import methods as methods_lib
-from rgft_jax._src import residual, sparse_grad
+from rgft_jax import ops as sparse_grad
+from rgft_jax._src import residual
+from rgft_jax.training import _flops as flops_lib
+from rgft_jax.training import _methods as methods_lib
 
 __all__ = ["TrainConfig", "TrainState", "Trainer", "classification_metrics", "fit_together"]
 
@@ -165,7 +166,7 @@ def _cost_flops(stage) -> float:
 
 
 def _matmul_flops(lowered) -> float:
-    """:func:`rgft_jax._src.flops.matmul_flops`, or NaN (with a warning) if unreadable."""
+    """:func:`rgft_jax.training._flops.matmul_flops`, or NaN (with a warning) if unreadable."""
     try:
         return flops_lib.matmul_flops(lowered)
     except ValueError as e:  # accounting must never stop training

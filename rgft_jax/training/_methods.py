@@ -349,7 +349,7 @@ def sparse_pattern(
     below the lowest differentiated leaf, all backprop). ``True``: dense gradient. An int
     ``K``: a matrix split into ``G`` groups of which at most ``K`` are active: weight
     gradients for ``K`` groups only (see
-    :func:`rgft_jax._src.sparse_grad.group_sparse_tensordot`). ``K`` is the active count
+    :func:`rgft_jax.ops.group_sparse_tensordot`). ``K`` is the active count
     rounded up to a multiple of ``ceil(G / levels)``, so masks that differ a little share one
     compiled step; the rounding's extra groups are computed and then masked, and XLA's FLOPs
     count them (nothing masked-but-computed is counted as saved). Excluded leaves (task
