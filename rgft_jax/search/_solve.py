@@ -255,8 +255,10 @@ def solve(
 
     The search of MFTC (equation 8 of the seed, read as a maximisation of the predicted
     accuracy gain) with the confidence-penalised objective of its appendix C.3 and, beyond the
-    seed, an optional cost budget (FLOPs or parameters per candidate, e.g. from
-    :class:`rgft_jax._src.budget.ComponentCosts`):
+    seed, an optional additive cost budget (parameters per candidate, or the weight-gradient
+    FLOPs ``dw`` of the components a candidate trains, from
+    :class:`rgft_jax._src.budget.ComponentCosts`; that model's shared backprop term ``dx``
+    depends on the lowest trained layer and is not additive, so it is not modelled here):
 
     .. math::
 
@@ -297,7 +299,7 @@ def solve(
       budget: optional bound on ``sum_i cost[i, choice_i]``; needs ``cost``.
       sigma: optional ``[m, n]`` (``>= 0``) uncertainty of ``gain`` (the probes' standard
         error); the objective uses ``gain - tau * sigma``.
-      tau: confidence coefficient ``>= 0`` (``0``: no penalty).
+      tau: confidence coefficient ``>= 0`` (``0``: no penalty); non-zero needs ``sigma``.
       method: ``"greedy_2opt"`` or ``"ilp"``.
 
     Returns:
@@ -335,6 +337,9 @@ def solve(
             raise ValueError(f"solve: budget={budget!r} needs cost (an [m, n] array); got "
                              "cost=None.")
         budget = _scalar("budget", budget)
+    if sigma is None and tau != 0:
+        raise ValueError(f"solve: tau={tau!r} needs sigma (an [m, n] array >= 0); got "
+                         "sigma=None.")
     objective = g
     if sigma is not None:
         s = _matrix("sigma", sigma, g.shape)

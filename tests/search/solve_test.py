@@ -205,6 +205,7 @@ def test_cost_without_budget_is_reported_not_constrained():
     (dict(budget=1.0), r"budget=1\.0 needs cost"),
     (dict(sigma=-np.ones((2, 3))), r"sigma\[0, 0\]=-1\.0; sigma must be >= 0"),
     (dict(tau=-1.0), r"tau=-1\.0; it must be a finite number >= 0"),
+    (dict(tau=1.0), r"tau=1\.0 needs sigma"),
     (dict(loss_limit=np.inf), r"loss_limit=inf; it must be a finite number"),
     (dict(method="brute"), r"method='brute'; allowed: \('greedy_2opt', 'ilp'\)"),
 ])
