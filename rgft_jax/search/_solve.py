@@ -13,7 +13,7 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import optimize
+from scipy import optimize, sparse
 
 __all__ = ["SearchResult", "solve"]
 
@@ -84,7 +84,7 @@ def _one_hot_milp(
 ) -> tuple[np.ndarray | None, Any]:
     """Maximise ``<objective, x>`` over one-hot ``x`` [m, n] with ``<row, x> <= ub`` rows."""
     m, n = objective.shape
-    node_rows = np.kron(np.eye(m), np.ones((1, n)))  # [m, m * n]: sum_j x_ij = 1
+    node_rows = sparse.kron(sparse.eye(m), np.ones((1, n)), format="csr")  # [m, m * n]
     cons = [optimize.LinearConstraint(node_rows, 1.0, 1.0)]
     for row, ub in rows:
         cons.append(optimize.LinearConstraint(row.reshape(1, -1), -np.inf, ub))
