@@ -113,7 +113,7 @@ def _card(res, rho, layers=None):
 
 def test_placements_match_brute_force():
     rng = np.random.default_rng(0)
-    for trial in range(20):
+    for _ in range(20):
         n = 6
         res = rng.random(n)
         a = rng.random((n, n)) * 0.8
