@@ -164,9 +164,10 @@ class LayerCard:
         lines += [
             "",
             f"Coupling: global {self.coupling:.3f}; pairwise max {off.max():.3f}, "
-            f"mean {off.mean():.3f} (whitened gradient second moments from "
-            f"{m.get('sketch_samples')} micro-batch gradients, {m.get('sketch_dims')} sketch "
-            "dimensions per layer).",
+            f"mean {off.mean():.3f}; independent layers would show about "
+            f"{m.get('rho_null', float('nan')):.3f} with this many samples (whitened gradient "
+            f"second moments from {m.get('sketch_samples')} micro-batch gradients, "
+            f"{m.get('sketch_dims')} sketch dimensions per layer).",
             f"Probe: {m.get('batches')} batches, {m.get('tokens'):.0f} input rows, ridge "
             f"{m.get('ridge')}; costs are fractions of a full fine-tuning step at batch shape "
             f"{m.get('batch_shape')}, LoRA rank {m.get('lora_rank')}.",
@@ -186,7 +187,7 @@ class LayerCard:
         grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.15])
         panels = [
             (grid[0, 0], self.res, "projected residual norm Res", "C0", False),
-            (grid[0, 1], self.energy, "activation energy tr Σ (log)", "C1", True),
+            (grid[0, 1], self.energy, "activation energy tr Σ", "C1", False),
             (grid[1, 0], self.grad_norm, "gradient norm", "C2", False),
         ]
         for spec, values, label, color, log in panels:
@@ -209,7 +210,15 @@ class LayerCard:
         im = ax.imshow(self.rho, vmin=0, vmax=max(1e-6, float(self.rho.max())), cmap="viridis")
         ax.set_xticks(range(len(x)), x)
         ax.set_yticks(range(len(x)), x)
-        ax.set_title(f"coupling ρ (global {self.coupling:.2f})", fontsize=10)
+        for i in range(len(x) if len(x) <= 12 else 0):  # values only where they fit
+            for j in range(len(x)):
+                if i != j:
+                    ax.text(j, i, f"{self.rho[i, j]:.2f}", ha="center", va="center",
+                            fontsize=7, color="w" if self.rho[i, j] < 0.6 * self.rho.max()
+                            else "k")
+        null = self.meta.get("rho_null")
+        ax.set_title(f"coupling ρ (global {self.coupling:.2f}"
+                     + (f"; independent ≈ {null:.2f})" if null is not None else ")"), fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.046)
         fig.suptitle(title or f"Layer Card ({self.meta.get('model', 'model')}, "
                      f"{self.meta.get('tokens', 0):.0f} probe rows)", fontsize=12)
@@ -294,6 +303,14 @@ def compute(
     condition = per_layer(lambda rs: max(r["condition"] for r in rs))
     eff_rank = per_layer(lambda rs: float(np.mean([r["effective_rank"] for r in rs])))
     rho = _stats.whitened_coupling_matrix(pr.sketches, ridge=coupling_ridge)
+    # The level independent layers would show with this many samples and dimensions (sample
+    # canonical correlations are biased upwards): the same estimate after permuting each
+    # layer's samples independently, which destroys every cross-layer dependence.
+    rng = np.random.default_rng(seed)
+    shuffled = np.stack([pr.sketches[rng.permutation(len(pr.sketches)), i]
+                         for i in range(pr.sketches.shape[1])], 1)
+    null = _stats.whitened_coupling_matrix(shuffled, ridge=coupling_ridge)
+    rho_null = float(null[~np.eye(len(layers), dtype=bool)].mean()) if len(layers) > 1 else 0.0
 
     # Costs: the library's analytic model over a by-layer partition of the model's params.
     _, params, _ = nnx.split(model, nnx.Param, ...)
@@ -321,7 +338,7 @@ def compute(
         "model": name, "batches": pr.batches, "tokens": pr.tokens, "ridge": ridge,
         "lora_rank": lora_rank, "sketch_samples": int(pr.sketches.shape[0]),
         "sketch_dims": int(pr.sketches.shape[2]), "batch_shape": list(batch_shape),
-        "targets": targets, "micro_batch": micro_batch,
+        "targets": targets, "micro_batch": micro_batch, "rho_null": rho_null,
     }
     return LayerCard(
         layers=layers, res=res, grad_norm=grad_norm, energy=energy, condition=condition,

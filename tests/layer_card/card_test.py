@@ -82,6 +82,7 @@ def test_card_fields_and_costs(card):
     assert card.set_cost([1, 2]) == pytest.approx(card.lora_cost[1] + card.lora_dw[2])
     assert card.rho.shape == (LAYERS, LAYERS) and np.all(np.diag(card.rho) == 0)
     assert card.meta["sketch_samples"] == 3 * BATCH // 2
+    assert 0 <= card.meta["rho_null"] < 1
 
 
 def test_card_renders(card, tmp_path):
