@@ -259,8 +259,9 @@ def apply_delta(
 
     Returns:
       A tree with ``base_params``' structure: unchanged leaves are ``base_params``' own
-      objects, changed leaves new arrays (``jax.Array`` where the base leaf is one, else
-      ``numpy``), bit for bit equal to the params given to :func:`save_delta`.
+      objects, changed leaves new arrays (``jax.Array`` with the base leaf's sharding where
+      the base leaf is one, else ``numpy``), bit for bit equal to the params given to
+      :func:`save_delta`.
 
     Raises:
       ValueError: when ``path`` is not a delta file, or ``base_params`` is not the delta's
@@ -314,6 +315,8 @@ def apply_delta(
             index[a] = tensors[f"index/{p}"]
             split[tuple(index)] = values
             new = split.reshape(b.shape)
-        out.append(jax.numpy.asarray(new) if isinstance(leaf, jax.Array) else np.array(new))
+        # A jax.Array base leaf gives a jax.Array on the same devices (sharding kept).
+        out.append(jax.device_put(new, leaf.sharding) if isinstance(leaf, jax.Array)
+                   else np.array(new))
     return jax.tree_util.tree_unflatten(treedef, out)
 
