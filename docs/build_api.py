@@ -9,8 +9,9 @@
 
 The build renders every public module with pdoc's Google docstring style and math. Two
 conventions of this codebase that pdoc does not know are honoured here: Sphinx roles
-(``:func:`x```) render as linked code, and ``#:`` comments above a module constant are its
-docstring (they are what Sphinx autodoc reads too).
+(``:func:`x```) render as linked code, ``#:`` comments above a module constant are its
+docstring (they are what Sphinx autodoc reads too), and the comment after a NamedTuple
+field (its shape and dtype, STYLE.md) documents the field.
 
 The check (run by ``tests/docs/api_docs_test.py``) reports, per public symbol (the names in
 each module's ``__all__``): a missing or empty rendered docstring (a docstring built with
@@ -117,7 +118,26 @@ def load(modules=PUBLIC_MODULES) -> dict:
                 text = _comment_docstring(d.obj, member.name)
                 if text:
                     member.docstring = text  # a cached_property: the instance value wins
+            elif isinstance(member, pdoc.doc.Class):
+                _field_comments(member)
     return docs
+
+
+def _field_comments(cls) -> None:
+    """NamedTuple fields: the ``# shape / dtype`` comment after each field (STYLE.md) replaces
+    the generated "Alias for field number N"."""
+    try:
+        lines = inspect.getsource(cls.obj).splitlines()
+    except (OSError, TypeError):
+        return
+    comments = {}
+    for line in lines:
+        m = re.match(r"^\s+([A-Za-z_]\w*)\s*:[^#]*#\s*(.+)$", line)
+        if m:
+            comments[m.group(1)] = m.group(2).strip()
+    for sub in cls.own_members:
+        if sub.name in comments and sub.docstring.startswith("Alias for field number"):
+            sub.docstring = comments[sub.name]
 
 
 def _documented_args(docstring: str) -> list[str]:

@@ -39,6 +39,8 @@ def test_api_reference_builds_for_every_public_module(build_api, tmp_path):
     # A function's Google docstring rendered (Args / Returns), a Sphinx role as code.
     assert "save_delta" in html and "Returns" in html and ":class:" not in html
     assert "Trainable-leaf regex of LoRA" in (tmp_path / "rgft_jax/adapters.html").read_text()
+    # NamedTuple fields show their shape / dtype comment.
+    assert "parameter entries stored" in html and "Alias for field number" not in html
 
 
 def test_check_reports_broken_docstrings(build_api, tmp_path, monkeypatch):
