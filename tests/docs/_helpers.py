@@ -19,7 +19,8 @@ def require(module: str):
     """
     if os.environ.get("CI"):
         return importlib.import_module(module)
-    return pytest.importorskip(module, reason="in the test extra: ./dev.sh setup installs it")
+    return pytest.importorskip(module, reason=f"{module} is in the test extra: ./dev.sh setup "
+                               "installs it")
 
 
 def load_script(relpath: str):
