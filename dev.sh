@@ -2,6 +2,7 @@
 # rgft_jax developer entry point: everything a fresh machine needs, in one file.
 #   ./dev.sh demo [demo flags]   set up, then fine-tune MiniLM on CrowdFlower (full FT vs RGFT)
 #   ./dev.sh test [pytest args]  set up, then run every test tier (fast, multidevice, slow)
+#   ./dev.sh docs [--check]      set up, then build the API reference into build/api/
 #   ./dev.sh setup               only set up (.venv, the package, real weights and corpus)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,10 +31,11 @@ shift || true
 case "$cmd" in
   setup) setup ;;
   demo) setup; exec "$PY" -m recipes.demo "$@" ;;
+  docs) setup; exec "$PY" docs/build_api.py "$@" ;;
   test)
     setup; setup_tests
     # Every tier: the default fast tier, the 8-fake-device tier, and the slow tier
     # (real MiniLM parity, real corpus counts, the demo CLI on a tiny run).
     exec "$PY" -m pytest -m "slow or multidevice or not slow" "$@" ;;
-  *) sed -n 2,6p "$0"; exit 2 ;;
+  *) sed -n 2,7p "$0"; exit 2 ;;
 esac
