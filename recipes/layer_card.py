@@ -8,8 +8,19 @@ initialisation) from ``--probe-batches`` training batches.
 
     python -m recipes.layer_card                       # card.{json,md,png} into runs/layer_card
     python -m recipes.layer_card --model DIR --train a.csv --test b.csv --out runs/x
+    python -m recipes.layer_card --validate --seeds 0,1,2 --steps 100
 
-Writes ``card.json``, ``card.md`` and ``card.png`` into ``--out``.
+Writes ``card.json``, ``card.md`` and ``card.png`` into ``--out``. ``--validate`` then tests
+what the card claims, every run resumable (one JSON line per finished run in
+``validation.jsonl``; a rerun skips what is done):
+
+* per-layer gain: LoRA (all six matrices of the layer) on each layer alone for ``--steps``
+  steps, the drop in held-out loss, and the Spearman correlation between the card's Res
+  ranking and the measured drops (per seed, then mean ± sample std);
+* stability: Spearman between the Res rankings of two cards computed on disjoint batches;
+* placements: k = 1, 2, 3 layers chosen by each objective against the top-k layers, random k
+  layers and all-layer LoRA at the same adapter size (rank scaled by k / L): accuracy,
+  held-out loss, step time, peak step memory, adapted layers.
 """
 
 from __future__ import annotations
@@ -42,9 +53,16 @@ class CardConfig:
     seed: int = 0
     # The optimizer step the costs refer to: the demo's batch shape.
     ridge: float = 1e-3
+    # --validate
+    validate: bool = False
+    seeds: tuple[int, ...] = (0,)
+    steps: int = 100
+    learning_rate: float = 1.5e-3  # LoRA: 5x the demo's full fine-tuning rate
+    eval_examples: int = 1024
 
     def __post_init__(self):
-        for name in ("batch_size", "max_length", "probe_batches", "micro_batch", "lora_rank"):
+        for name in ("batch_size", "max_length", "probe_batches", "micro_batch", "lora_rank",
+                     "steps", "eval_examples"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {v!r}: must be an int >= 1.")
@@ -53,6 +71,8 @@ class CardConfig:
                              f"{self.batch_size}.")
         if self.test and not self.train:
             raise ValueError("--test needs --train.")
+        if not self.seeds:
+            raise ValueError("--seeds: give at least one seed.")
 
 
 def classification_loss(model, batch):
@@ -63,35 +83,81 @@ def classification_loss(model, batch):
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
 
 
-def compute_card(cfg: CardConfig):
-    """Loads the model and data and computes the card; returns ``(card, model_dir)``."""
-    from rgft_jax import data, layer_card
-    from rgft_jax.models import bert
+class _Task:
+    """The model directory, data sources, tokeniser and held-out batches of a config."""
 
-    dcfg = demo.DemoConfig(model=cfg.model, train=cfg.train, test=cfg.test,
-                           text_column=cfg.text_column, label_column=cfg.label_column,
-                           out=cfg.out, data_dir=cfg.data_dir, batch_size=cfg.batch_size,
-                           max_length=cfg.max_length)
-    model_dir = cfg.model or demo.default_model_dir()
-    bcfg = bert.BertConfig.from_hf(model_dir)
-    train_src, _, names, _ = demo.load_data(dcfg)
-    tok = data.TextTokenizer.from_pretrained(model_dir, max_length=cfg.max_length)
-    it = data.TrainIterator(train_src, batch_size=cfg.batch_size, seed=cfg.seed,
-                            batch_fn=data.ClassificationBatcher(tok))
-    batches = [next(it) for _ in range(cfg.probe_batches)]
-    model = bert.from_pretrained(model_dir, num_labels=len(names), seed=cfg.seed)
-    card = layer_card.compute(
-        model, batches, classification_loss, num_heads=bcfg.num_attention_heads,
-        batch_shape=(cfg.batch_size, cfg.max_length), ridge=cfg.ridge, lora_rank=cfg.lora_rank,
-        micro_batch=cfg.micro_batch, seed=cfg.seed, name=demo._model_name(model_dir))
-    return card, model_dir
+    def __init__(self, cfg: CardConfig):
+        from rgft_jax import data
+        from rgft_jax.models import bert
+
+        self.cfg = cfg
+        dcfg = demo.DemoConfig(model=cfg.model, train=cfg.train, test=cfg.test,
+                               text_column=cfg.text_column, label_column=cfg.label_column,
+                               out=cfg.out, data_dir=cfg.data_dir, batch_size=cfg.batch_size,
+                               max_length=cfg.max_length)
+        self.model_dir = cfg.model or demo.default_model_dir()
+        self.bcfg = bert.BertConfig.from_hf(self.model_dir)
+        self.train_src, self.test_src, self.names, _ = demo.load_data(dcfg)
+        tok = data.TextTokenizer.from_pretrained(self.model_dir, max_length=cfg.max_length)
+        self.batch_fn = data.ClassificationBatcher(tok)
+        n_eval = min(cfg.eval_examples, len(self.test_src))
+        self.eval_set = [b for i, b in enumerate(data.eval_batches(
+            self.test_src, batch_size=cfg.batch_size, batch_fn=self.batch_fn))
+            if i * cfg.batch_size < n_eval]
+        self.num_layers = self.bcfg.num_hidden_layers
+
+    def model(self, seed: int):
+        from rgft_jax.models import bert
+
+        return bert.from_pretrained(self.model_dir, num_labels=len(self.names), seed=seed)
+
+    def iterator(self, seed: int):
+        from rgft_jax import data
+
+        return data.TrainIterator(self.train_src, batch_size=self.cfg.batch_size, seed=seed,
+                                  batch_fn=self.batch_fn)
+
+    def card(self, seed: int, skip: int = 0):
+        """The card at seed ``seed``'s initialisation from training batches
+        ``[skip, skip + probe_batches)`` of that seed's data order."""
+        from rgft_jax import layer_card
+
+        cfg = self.cfg
+        it = self.iterator(seed)
+        batches = [next(it) for _ in range(skip + cfg.probe_batches)][skip:]
+        return layer_card.compute(
+            self.model(seed), batches, classification_loss,
+            num_heads=self.bcfg.num_attention_heads,
+            batch_shape=(cfg.batch_size, cfg.max_length), ridge=cfg.ridge,
+            lora_rank=cfg.lora_rank, micro_batch=cfg.micro_batch, seed=seed,
+            name=demo._model_name(self.model_dir))
+
+    def eval_loss(self, model) -> float:
+        """Mean cross-entropy over the held-out batches (padding rows excluded)."""
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        @jax.jit
+        def total(batch):
+            logits = model(batch["input_ids"], batch["attention_mask"],
+                           batch.get("token_type_ids"))
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+            w = batch["valid"].astype(jnp.float32)
+            return jnp.sum(ce * w), jnp.sum(w)
+
+        s = n = 0.0
+        for b in self.eval_set:
+            a, c = total({k: jnp.asarray(v) for k, v in b.items()})
+            s, n = s + float(a), n + float(c)
+        return s / max(n, 1.0)
 
 
-def run(cfg: CardConfig) -> dict:
+def run(cfg: CardConfig, task: _Task | None = None) -> dict:
     """Computes and writes the card; returns the paths written."""
     os.makedirs(cfg.out, exist_ok=True)
     t0 = time.time()
-    card, _ = compute_card(cfg)
+    card = (task or _Task(cfg)).card(cfg.seed)
     paths = {
         "json": os.path.join(cfg.out, "card.json"),
         "md": os.path.join(cfg.out, "card.md"),
@@ -104,6 +170,206 @@ def run(cfg: CardConfig) -> dict:
     print(card.to_markdown())
     print(f"\ncard: {', '.join(paths.values())} ({time.time() - t0:.0f}s)")
     return paths
+
+
+
+# ----------------------------------------------------------------------------- validation
+#: The adaptable matrices of a BERT layer (the card's targets): LoRA on "a layer" adapts all.
+LAYER_MATRICES = r"(?:attention/(?:query|key|value|out)|mlp/(?:up|down))$"
+
+
+def lora_method(layers, rank: int, cfg: CardConfig, seed: int, name: str):
+    """LoRA of rank ``rank`` on every adaptable matrix of ``layers`` (PEFT's
+    ``layers_to_transform``); the task head trains too. ``alpha = 2 rank`` keeps the
+    adapters' scale the same across ranks."""
+    from rgft_jax.training import Method
+
+    targets = tuple(rf"(?:^|/)layers/{int(layer)}/{LAYER_MATRICES}" for layer in layers)
+    return Method("lora", name=name, learning_rate=cfg.learning_rate, lora_rank=rank,
+                  lora_alpha=2.0 * rank, lora_targets=targets, seed=seed)
+
+
+class _Results:
+    """``validation.jsonl``: one line per finished run; reruns skip what is there."""
+
+    def __init__(self, path: str):
+        import json
+
+        self.path = path
+        self.rows = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    if line.strip():
+                        row = json.loads(line)
+                        self.rows[row["key"]] = row
+
+    def get(self, key: str):
+        return self.rows.get(key)
+
+    def add(self, row: dict) -> None:
+        import json
+
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows[row["key"]] = row
+
+
+def _train(task: _Task, method, seed: int) -> dict:
+    from rgft_jax.training import TrainConfig, Trainer
+
+    cfg = task.cfg
+    trainer = Trainer(task.model(seed), method,
+                      TrainConfig(steps=cfg.steps, seed=seed, progress=False, log_every=0),
+                      num_heads=task.bcfg.num_attention_heads, num_layers=task.num_layers,
+                      num_classes=len(task.names), batch_shape=(cfg.batch_size, cfg.max_length))
+    trainer.fit(task.iterator(seed))
+    metrics = trainer.evaluate(task.eval_set)
+    summary = trainer.summary()
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+            "eval_loss": task.eval_loss(trainer.model), "step_time_s": summary["step_time_s"],
+            "gflops_per_step": summary["gflops_per_step"],
+            "peak_step_bytes": summary["peak_step_bytes"]}
+
+
+def _spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def _mean_std(values) -> str:
+    import numpy as np
+
+    v = np.asarray([x for x in values if x == x], float)
+    if len(v) == 0:
+        return "n/a"
+    return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f}"
+
+
+def validate(cfg: CardConfig, task: _Task | None = None) -> dict:
+    """Runs the validation (see the module docstring); returns its summary."""
+    import json
+
+    import numpy as np
+
+    from rgft_jax import layer_card
+
+    task = task or _Task(cfg)
+    res = _Results(os.path.join(cfg.out, "validation.jsonl"))
+    L, r = task.num_layers, cfg.lora_rank
+
+    def run_once(key: str, fn):
+        row = res.get(key)
+        if row is None:
+            t0 = time.time()
+            row = {"key": key, **fn(), "wall_s": time.time() - t0}
+            res.add(row)
+            print(f"  {key}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
+                                            if isinstance(v, float)), flush=True)
+        return row
+
+    ks = [k for k in (1, 2, 3) if k <= L]
+
+    def card_row(seed):
+        card = task.card(seed)
+        return {"res": card.res.tolist(), "choices": {
+            f"k{k}/card_{obj}": list(layer_card.place(card, obj, k=k).layers)
+            for k in ks for obj in layer_card.OBJECTIVES}}
+
+    summary = {"per_layer": [], "stability": None, "placements": []}
+    cards, choices = {}, {}
+    for seed in cfg.seeds:
+        row = run_once(f"card/seed{seed}", lambda s=seed: card_row(s))
+        cards[seed], choices[seed] = np.asarray(row["res"]), row["choices"]
+        base = run_once(f"base/seed{seed}", lambda s=seed: {
+            "eval_loss": task.eval_loss(task.model(s))})
+        drops = []
+        for layer in range(L):
+            run = run_once(_lora_key([layer], r, seed), lambda s=seed, lay=layer: _train(
+                task, lora_method([lay], r, cfg, s, f"lora_l{lay}"), s))
+            drops.append(base["eval_loss"] - run["eval_loss"])
+        rho = _spearman(cards[seed], drops)
+        summary["per_layer"].append({"seed": seed, "res": cards[seed].tolist(),
+                                     "loss_drop": drops, "spearman": rho})
+    # Stability: the card on two disjoint sets of batches (first seed's data order).
+    s0 = cfg.seeds[0]
+    other = run_once(f"card_subset2/seed{s0}", lambda: {
+        "res": task.card(s0, skip=cfg.probe_batches).res.tolist()})
+    summary["stability"] = _spearman(cards[s0], other["res"])
+    # Placements at equal adapter size.
+    for k in ks:
+        for seed in cfg.seeds:
+            policies = {name.split("/", 1)[1]: tuple(layers)
+                        for name, layers in choices[seed].items() if name.startswith(f"k{k}/")}
+            policies["top_k"] = tuple(range(L - k, L))
+            rng = np.random.default_rng(1000 * k + seed)
+            policies["random_k"] = tuple(sorted(int(x) for x in rng.choice(L, k, replace=False)))
+            for name, layers in policies.items():
+                run = run_once(_lora_key(layers, r, seed), lambda s=seed, ls=layers: (
+                    _train(task, lora_method(ls, r, cfg, s, "lora_" + "-".join(map(str, ls))),
+                           s)))
+                summary["placements"].append({"k": k, "policy": name, "seed": seed,
+                                              "layers": list(layers), **_metrics(run)})
+            rank_all = max(1, round(r * k / L))
+            run = run_once(_lora_key(range(L), rank_all, seed), lambda s=seed, ra=rank_all: (
+                _train(task, lora_method(range(L), ra, cfg, s, f"lora_all_r{ra}"), s)))
+            summary["placements"].append({"k": k, "policy": f"all_layers_r{rank_all}",
+                                          "seed": seed, "layers": list(range(L)),
+                                          **_metrics(run)})
+    _write_validation(cfg, summary, L)
+    with open(os.path.join(cfg.out, "validation.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def _lora_key(layers, rank: int, seed: int) -> str:
+    """One key per trained configuration: a placement that equals another run reuses it."""
+    return f"lora/r{rank}/layers{'-'.join(map(str, layers))}/seed{seed}"
+
+
+def _metrics(run: dict) -> dict:
+    keys = ("accuracy", "macro_f1", "eval_loss", "step_time_s", "gflops_per_step",
+            "peak_step_bytes")
+    return {k: run[k] for k in keys}
+
+
+def _write_validation(cfg: CardConfig, summary: dict, num_layers: int) -> None:
+    import numpy as np
+
+    lines = ["# Layer Card validation", "",
+             f"Seeds {list(cfg.seeds)}; LoRA rank {cfg.lora_rank} (alpha = 2 rank) on every "
+             f"adaptable matrix of the chosen layers, {cfg.steps} steps at lr "
+             f"{cfg.learning_rate}, batch {cfg.batch_size} x {cfg.max_length}; held-out loss "
+             "and accuracy on the first "
+             f"{cfg.eval_examples} test examples. Mean ± sample std (ddof = 1) over seeds.", "",
+             "## Per-layer gain vs the card's Res ranking", "",
+             "| seed | Spearman(Res, loss drop) | loss drop per layer |", "|---|---|---|"]
+    for row in summary["per_layer"]:
+        drops = ", ".join(f"{d:.4f}" for d in row["loss_drop"])
+        lines.append(f"| {row['seed']} | {row['spearman']:.3f} | {drops} |")
+    lines += ["", f"Mean Spearman: {_mean_std([r['spearman'] for r in summary['per_layer']])}",
+              "", f"Stability (Res rankings of two disjoint probe sets, seed "
+              f"{cfg.seeds[0]}): Spearman {summary['stability']:.3f}", "",
+              "## Placements at equal adapter size", "",
+              "| k | policy | layers (per seed) | accuracy | held-out loss | step time s | "
+              "peak step MB | adapted layers |", "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list] = {}
+    for p in summary["placements"]:
+        groups.setdefault((p["k"], p["policy"]), []).append(p)
+    for (k, policy), rows in groups.items():
+        layers = "; ".join("-".join(map(str, p["layers"])) for p in rows)
+        adapted = len(rows[0]["layers"])
+        lines.append(
+            f"| {k} | {policy} | {layers} | {_mean_std([p['accuracy'] for p in rows])} | "
+            f"{_mean_std([p['eval_loss'] for p in rows])} | "
+            f"{_mean_std([p['step_time_s'] for p in rows])} | "
+            f"{np.mean([p['peak_step_bytes'] for p in rows]) / 2**20:.0f} | {adapted} |")
+    with open(os.path.join(cfg.out, "validation.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def parse_args(argv: list[str]) -> CardConfig:
@@ -121,14 +387,28 @@ def parse_args(argv: list[str]) -> CardConfig:
                  "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     p.add_argument("--ridge", type=float, default=d.ridge)
+    p.add_argument("--validate", action="store_true",
+                   help="train LoRA per layer and per placement to test the card")
+    p.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="--validate: seeds")
+    p.add_argument("--steps", type=int, default=d.steps, help="--validate: steps per run")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--eval-examples", type=int, default=d.eval_examples)
     a = p.parse_args(argv)
-    return CardConfig(**{k: v for k, v in vars(a).items()})
+    kw = vars(a)
+    try:
+        kw["seeds"] = tuple(int(x) for x in kw["seeds"].split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--seeds {a.seeds!r}: expected a comma list of integers.") from None
+    return CardConfig(**kw)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_args(sys.argv[1:] if argv is None else argv)
-        run(cfg)
+        task = _Task(cfg)
+        run(cfg, task)
+        if cfg.validate:
+            validate(cfg, task)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
