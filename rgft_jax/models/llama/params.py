@@ -171,6 +171,12 @@ def read_gguf(
     return metadata, out
 
 
+def _decimal(value: float) -> float:
+    # GGUF stores these as float32: 1e-5 reads back as 9.99999974e-06. The shortest decimal
+    # that rounds to the same float32 is the value the converter was given.
+    return float(repr(np.float32(value)).removeprefix("np.float32(").removesuffix(")"))
+
+
 def config_from_gguf(metadata: Mapping[str, Any], tensor_names: Sequence[str]) -> LlamaConfig:
     """Builds the :class:`LlamaConfig` from GGUF ``llama.*`` metadata.
 
@@ -214,10 +220,10 @@ def config_from_gguf(metadata: Mapping[str, Any], tensor_names: Sequence[str]) -
         num_hidden_layers=int(metadata["llama.block_count"]),
         num_attention_heads=heads,
         num_key_value_heads=int(metadata.get("llama.attention.head_count_kv", heads)),
-        head_dim=None if head_dim is None or int(head_dim) == hidden // heads else int(head_dim),
+        head_dim=None if head_dim is None else int(head_dim),
         max_position_embeddings=int(metadata.get("llama.context_length", 2048)),
-        rms_norm_eps=float(metadata.get("llama.attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_theta=float(metadata.get("llama.rope.freq_base", 10000.0)),
+        rms_norm_eps=_decimal(metadata.get("llama.attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=_decimal(metadata.get("llama.rope.freq_base", 10000.0)),
         tie_word_embeddings="output.weight" not in tensor_names,
     )
 
