@@ -82,9 +82,14 @@ def test_smollm2_logits_and_greedy_generation_match_transformers(smollm2, f32_ma
     with torch.no_grad():
         ref = ref_model(torch.from_numpy(ids).long()).logits.numpy()
     got = np.asarray(llama.forward(model, ids))
-    diff = float(np.abs(got - ref).max())
-    print(f"SmolLM2 max |logit diff| = {diff:.3g} over {ids.shape[1]} tokens")
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+    diff = np.abs(got - ref)
+    print(f"SmolLM2 |logit diff| max {diff.max():.3g}, mean {diff.mean():.3g}, "
+          f"max relative to |logit| {(diff / np.maximum(np.abs(ref), 1.0)).max():.3g} "
+          f"over {ids.shape[1]} tokens x {ref.shape[-1]} logits")
+    # 30 float32 layers: measured 1.6e-4 max on logits up to ~21 (relative ~7e-6), i.e.
+    # accumulated rounding (the 2-layer twins agree to 1e-5); a layout error gives O(1).
+    np.testing.assert_allclose(got, ref, rtol=0, atol=5e-4)
+    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
 
     with torch.no_grad():
         ref_gen = ref_model.generate(torch.from_numpy(ids).long(), max_new_tokens=16,
