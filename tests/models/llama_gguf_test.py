@@ -254,3 +254,10 @@ def test_smollm_pre_tokenizer_splits_digits(trained_bpe):
     assert [t for t in tok.encode("1234").tokens] == ["1", "2", "3", "4"]
     with pytest.raises(ValueError, match="tokenizer.ggml.pre='qwen2'"):
         llama.tokenizer_from_gguf({**metadata, "tokenizer.ggml.pre": "qwen2"})
+
+
+def test_load_names_what_it_accepts(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a .gguf file nor a HF model directory"):
+        llama.load(tmp_path / "missing.gguf")
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
+        llama.load_tokenizer(tmp_path)
