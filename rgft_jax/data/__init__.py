@@ -7,7 +7,10 @@ Local CSV/TSV/JSONL files become TFDS datasets (array_record) offline through
 :func:`glue`, WikiText from its local files through :func:`wikitext` (tfds 4.9.10 has no
 WikiText builder). :class:`TextTokenizer` gives fixed-length int32 inputs,
 :class:`TrainIterator` seeded batches with an exactly resumable ``{'epoch', 'step'}``
-position, :func:`eval_batches` padded batches with a ``valid`` mask.
+position, :func:`eval_batches` padded batches with a ``valid`` mask. Causal-LM rows (packed
+documents with ``segment_ids``, prompt -> answer rows with an answer-only ``loss_mask``, a
+fixed slice of Python's reference docs for retention): :func:`causal_lm_examples`,
+:func:`instruction_examples`, :func:`python_docs`.
 
 Decision: read with ``tfds.data_source`` + grain, without TensorFlow. Measured with
 ``recipes/bench_data.py`` (CrowdFlower train split, MiniLM tokenizer, batch 32 x 64 tokens,
@@ -41,6 +44,10 @@ from rgft_jax.data._classification import build_text_classification as build_tex
 from rgft_jax.data._classification import crowdflower as crowdflower
 from rgft_jax.data._classification import load_text_classification as load_text_classification
 from rgft_jax.data._files import decode_bytes as decode_bytes
+from rgft_jax.data._lm import LM_FIELDS as LM_FIELDS
+from rgft_jax.data._lm import causal_lm_examples as causal_lm_examples
+from rgft_jax.data._lm import instruction_examples as instruction_examples
+from rgft_jax.data._lm import python_docs as python_docs
 from rgft_jax.data._pipeline import TrainIterator as TrainIterator
 from rgft_jax.data._pipeline import epoch_seed as epoch_seed
 from rgft_jax.data._pipeline import eval_batches as eval_batches
@@ -60,6 +67,7 @@ from rgft_jax.data._tokenize import TextTokenizer as TextTokenizer
 __all__ = [
     "CROWDFLOWER_LABELS",
     "GLUE_TASKS",
+    "LM_FIELDS",
     "ClassificationBatcher",
     "GlueTask",
     "LocalTextClassification",
@@ -69,13 +77,16 @@ __all__ = [
     "TextTokenizer",
     "TrainIterator",
     "build_text_classification",
+    "causal_lm_examples",
     "crowdflower",
     "decode_bytes",
     "epoch_seed",
     "eval_batches",
     "glue",
+    "instruction_examples",
     "lm_blocks",
     "pad_batch",
+    "python_docs",
     "read_examples",
     "stack_batch",
     "text_lines",

@@ -1,8 +1,9 @@
 # Copyright 2025 The rgft_jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""Reference models (BERT, GPT-2, ViT) in Flax NNX with a shared HF safetensors loader.
+"""Reference models (BERT, GPT-2, Llama, ViT) in Flax NNX with a shared checkpoint loader.
 
-Import a family as ``from rgft_jax.models import bert`` (``gpt2``, ``vit``). Shared pieces:
+Import a family as ``from rgft_jax.models import bert`` (``gpt2``, ``llama``, ``vit``); Llama
+also loads GGUF files. Shared pieces:
 :class:`Projection` (the swappable dense module behind every attention/MLP weight),
 :func:`load_checkpoint` with its :class:`Rule` table and :class:`LoadResult`.
 """
