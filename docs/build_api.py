@@ -44,6 +44,8 @@ PUBLIC_MODULES = (
     "rgft_jax.adapters",
     "rgft_jax.reporting",
     "rgft_jax.export",
+    "rgft_jax.layer_card",
+    "rgft_jax.search",
 )
 DEFAULT_OUT = pathlib.Path(__file__).resolve().parents[1] / "build" / "api"  # git-ignored
 

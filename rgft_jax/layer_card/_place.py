@@ -38,6 +38,7 @@ from rgft_jax.layer_card._card import LayerCard
 
 __all__ = ["OBJECTIVES", "Placement", "coupled_gain", "place"]
 
+#: The placement objectives :func:`place` accepts.
 OBJECTIVES = ("max_quality", "min_cost", "spread")
 
 
