@@ -11,6 +11,9 @@ same :class:`~rgft_jax.training.Trainer` the demo uses. Per method it reports
 * the median time of the compiled step (for RGFT and the masks: of the *sparse* steps,
   and separately of the *probe* steps, which take the full gradient every
   ``--update-every`` steps) and the mean over all steps, probes included (what a run pays);
+* the probe step's overhead: its median over the median full fine-tuning step of the same
+  run (``probe / full``; a probe step does a full step's work plus the per-component
+  gradient norms, the tracker update and the mask's freeze pass);
 * the mean time of the whole ``train_step`` call (host work included: choosing the pattern,
   reading the error map back);
 * FLOPs per step (averaged over the steps that ran): XLA's cost analysis, and the matmul
@@ -125,6 +128,11 @@ def run(a) -> dict[str, Any]:
                     "mean_call_s"):
             ref = full[key] if full else float("nan")
             r[key + "_ratio"] = r[key] / ref if ref and ref > 0 else float("nan")
+        # A probe step is a full step plus the per-component gradient norms and the tracker
+        # update: its median over the full fine-tuning step's median, both from this run's
+        # interleaved steps (every method runs each step on the same batch in turn).
+        ref = full["step_s"] if full else float("nan")
+        r["probe_step_s_ratio"] = r["probe_step_s"] / ref if ref and ref > 0 else float("nan")
     return {"config": {**vars(a), "methods": list(a.methods), "top_layers_k": top_k,
                        "top_layers_cost_fraction": top_frac,
                        "backend": jax.default_backend(),
@@ -143,6 +151,7 @@ COLUMNS = (
     ("step_s", "step (s)", "{:.4f}"),
     ("step_s_ratio", "step / full", "{:.2f}"),
     ("probe_step_s", "probe step (s)", "{:.4f}"),
+    ("probe_step_s_ratio", "probe / full", "{:.2f}"),
     ("mean_step_s_ratio", "mean step / full", "{:.2f}"),
     ("mean_call_s_ratio", "mean call / full", "{:.2f}"),
     ("update_ratio", "update ratio", "{:.3f}"),

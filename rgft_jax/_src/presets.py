@@ -7,6 +7,14 @@ Each preset matches both the naming of :mod:`rgft_jax.models` (head axis explici
 ``encoder/layer/{i}/attention/self/query/kernel`` is ``[D, H*Dh]``): in both the head axis of
 query/key/value kernels is axis 1, of their biases axis 0, and of the output projection's
 kernel axis 0, so one rule serves both layouts.
+
+GPT-2's fused ``attn/c_attn`` projection must carry its head axis explicitly (kernel
+``[D, 3, H, Dh]``, bias ``[3, H, Dh]``): head ``h`` of layer ``l`` is then one component
+with its query, key and value slices (``[:, :, h]``) and its rows of ``attn/c_proj``, like
+a BERT head. A flat ``[D, 3·H·Dh]`` kernel cannot be split that way by a :class:`Rule`
+(its groups ``q0..q(H-1), k0.., v0..`` are not contiguous per head), so it is rejected
+("axis 2 out of range") rather than cut into ``3·H`` pieces that no output head matches;
+reshape it first, ``kernel.reshape(D, 3, H, Dh)``.
 """
 
 from __future__ import annotations
@@ -65,8 +73,10 @@ def transformer(
         Rule(_EMBED + r"/", kind="embedding", exclude=embeddings == "exclude",
              freeze=embeddings == "freeze"),
         Rule(_NORM, kind="norm", exclude=norms == "exclude", freeze=norms == "freeze"),
-        Rule(r"attn/c_attn/kernel$", kind="qkv_head", axis=1, groups=3 * num_heads),
-        Rule(r"attn/c_attn/bias$", kind="qkv_head", axis=0, groups=3 * num_heads),
+        # Fused GPT-2 q/k/v, [D, 3, H, Dh] / [3, H, Dh]: split by head with the 3 folded in,
+        # so each group joins the c_proj head of the same index (one component per head).
+        Rule(r"attn/c_attn/kernel$", kind="head", axis=2, groups=num_heads),
+        Rule(r"attn/c_attn/bias$", kind="head", axis=1, groups=num_heads),
         Rule(_Q + r"/kernel$", kind="head", axis=1, groups=num_heads),
         Rule(_Q + r"/bias$", kind="head", axis=0, groups=num_heads),
         Rule(_K + r"/kernel$", kind=kv_kind, axis=1, groups=kv),
@@ -90,7 +100,11 @@ def bert(num_heads: int = 12, *, neuron_width: int | None = 32, **kw) -> tuple[R
 
 
 def gpt2(num_heads: int = 12, *, neuron_width: int | None = 32, **kw) -> tuple[Rule, ...]:
-    """GPT-2-family decoders (HF fused ``c_attn`` becomes ``qkv_head`` components)."""
+    """GPT-2-family decoders: one ``head`` component per (layer, head), q/k/v/o slices.
+
+    Fits :mod:`rgft_jax.models.gpt2` (separate query/key/value kernels ``[D, H, Dh]``) and
+    trees with a fused ``attn/c_attn`` kernel ``[D, 3, H, Dh]`` (see the module docstring).
+    """
     return transformer(num_heads, neuron_width=neuron_width, **kw)
 
 

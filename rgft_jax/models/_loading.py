@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -55,8 +56,11 @@ __all__ = [
     "TorchLinear",
     "Transform",
     "Unflatten",
+    "abstract_params",
     "init_subset",
     "load_checkpoint",
+    "load_pretrained",
+    "log_loaded",
     "path_str",
     "read_safetensors",
 ]
@@ -434,3 +438,67 @@ def load_checkpoint(
         initialized=tuple(to_init),
         cast=tuple(cast),
     )
+
+
+# --------------------------------------------------------------------------- families
+
+
+def load_pretrained(
+    local_dir: str | os.PathLike[str],
+    build: Callable[[], M],
+    rules: Sequence[Rule],
+    *,
+    ignore: Sequence[str] = (),
+    allow_missing: Sequence[str] = (),
+    shardings: ShardingSpec = None,
+) -> LoadResult[M]:
+    """Loads a model family's HF directory: what every family's ``load`` does.
+
+    The model is built abstractly from ``build`` (``nnx.eval_shape``), the directory's
+    safetensors file(s) go through ``rules``, and the ``allow_missing`` leaves (a fresh task
+    head) are initialised by ``build`` itself. No network access is attempted.
+
+    Args:
+        local_dir: directory with ``config.json`` and safetensors weights.
+        build: builds the concrete model (config read from ``local_dir``, seeded ``nnx.Rngs``).
+        rules: the family's key-mapping table.
+        ignore: checkpoint keys that are known not to be parameters (see
+            :func:`load_checkpoint`).
+        allow_missing: NNX paths the checkpoint may lack, initialised by ``build``.
+        shardings: optional target shardings, see :func:`load_checkpoint`.
+
+    Returns:
+        The load result.
+    """
+    from rgft_jax.models._hf_config import checkpoint_files
+
+    return load_checkpoint(
+        nnx.eval_shape(build),
+        checkpoint_files(local_dir),
+        rules,
+        ignore=ignore,
+        allow_missing=allow_missing,
+        init_fn=build if allow_missing else None,
+        shardings=shardings,
+    )
+
+
+def log_loaded(local_dir: str | os.PathLike[str], result: LoadResult[M]) -> M:
+    """Logs what a ``from_pretrained`` loaded, skipped and initialised; returns the model."""
+    logging.info(
+        "Loaded %d tensors from %s; ignored %s; initialised %s",
+        len(result.loaded),
+        os.fspath(local_dir),
+        list(result.ignored),
+        list(result.initialized),
+    )
+    return result.model
+
+
+def abstract_params(build: Callable[[], nnx.Module]) -> nnx.State:
+    """The ``nnx.Param`` state of ``build()`` as ``jax.ShapeDtypeStruct`` s (nothing allocated).
+
+    Use it to build component partitions, cost models or shardings before any weights are
+    loaded.
+    """
+    return nnx.state(nnx.eval_shape(build), nnx.Param)

@@ -76,10 +76,11 @@ def test_llama_preset_gqa_and_gpt2_fused_qkv():
     kinds = [c.kind for c in part.components]
     assert kinds.count("head") == 2 * Hq and kinds.count("kv_head") == 2 * Hkv
     assert kinds.count("neuron") == 2 * Fm // 32
-    gpt2 = {"h": [{"attn": {"c_attn": {"kernel": _sds((64, 192)), "bias": _sds((192,))},
+    # Fused c_attn with its head axis explicit: one head per (layer, head), merged with c_proj.
+    gpt2 = {"h": [{"attn": {"c_attn": {"kernel": _sds((64, 3, 4, 16)), "bias": _sds((3, 4, 16))},
                             "c_proj": {"kernel": _sds((64, 64)), "bias": _sds((64,))}}}]}
     part = Partition.build(gpt2, rgft.components.gpt2(4, neuron_width=None))
-    assert [c.kind for c in part.components].count("qkv_head") == 12
+    assert [c.kind for c in part.components].count("head") == 4
 
 
 def test_by_layer_preset():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import rgft_jax as rgft
 from rgft_jax.models import gpt2, path_str
 from rgft_jax.models._loading import load_checkpoint, read_safetensors
 from rgft_jax.models.gpt2 import params as gpt2_params
@@ -142,3 +143,76 @@ def test_unsupported_hf_config_values_are_rejected(update, attribute):
     hf = {"model_type": "gpt2", **HF_CONFIG, **update}
     with pytest.raises(ValueError, match=rf"GPT2Config: unsupported HF config value {attribute}="):
         gpt2.GPT2Config.from_hf(hf)
+
+
+# ------------------------------------------------------------------ components (error map)
+_L, _H, _D = 2, 4, 32
+_DH = _D // _H
+
+
+def _fused_gpt2_tree(rng: np.random.Generator, qkv_shape: tuple[int, ...]) -> dict:
+    """A GPT-2 tree in HF naming with a fused ``c_attn`` whose kernel has ``qkv_shape``."""
+    def arr(*shape):
+        return rng.normal(size=shape).astype(np.float32)
+
+    bias_shape = qkv_shape[1:]
+    layer = {"ln_1": {"scale": arr(_D), "bias": arr(_D)},
+             "attn": {"c_attn": {"kernel": arr(*qkv_shape), "bias": arr(*bias_shape)},
+                      "c_proj": {"kernel": arr(_H * _DH, _D), "bias": arr(_D)}},
+             "mlp": {"c_fc": {"kernel": arr(_D, 64)}, "c_proj": {"kernel": arr(64, _D)}}}
+    return {"wte": {"embedding": arr(99, _D)}, "h": [layer, dict(layer)]}
+
+
+def _bert_head_count() -> int:
+    from rgft_jax.models import bert
+
+    config = bert.BertConfig(vocab_size=99, hidden_size=_D, num_hidden_layers=_L,
+                             num_attention_heads=_H, intermediate_size=64)
+    part = rgft.components.Partition.build(bert.abstract_params(config), rgft.components.bert(_H))
+    return sum(c.kind == "head" for c in part.components)
+
+
+def test_fused_c_attn_heads_are_whole_heads_like_bert():
+    """One component per (layer, head): its q, k, v slices of ``c_attn`` and ``c_proj`` rows.
+
+    Before the fix the preset cut ``c_attn`` into ``3 H`` ``qkv_head`` components per layer
+    that no ``c_proj`` head joined, so GPT-2's error map had 4 H cells per layer to BERT's H.
+    """
+    rng = np.random.default_rng(0)
+    tree = _fused_gpt2_tree(rng, (_D, 3, _H, _DH))
+    part = rgft.components.Partition.build(tree, rgft.components.gpt2(_H, neuron_width=None))
+    heads = [c for c in part.components if c.kind == "head"]
+    assert not [c for c in part.components if c.kind == "qkv_head"]
+    assert len(heads) == _L * _H == _bert_head_count()
+    # q, k, v kernel slices + q, k, v bias slices + the head's c_proj rows.
+    assert {c.size for c in heads} == {3 * _D * _DH + 3 * _DH + _DH * _D}
+    assert {c.name for c in heads} == {f"h/{i}/head/{h}" for i in range(_L) for h in range(_H)}
+    for c in heads:
+        assert sorted(c.paths) == [f"h/{c.layer}/attn/c_attn/bias",
+                                   f"h/{c.layer}/attn/c_attn/kernel",
+                                   f"h/{c.layer}/attn/c_proj/kernel"]
+    # The values: head h's norm is that of [:, :, h] of c_attn plus rows h*Dh.. of c_proj.
+    norms = np.asarray(part.norms(tree))
+    for c in heads:
+        attn = tree["h"][c.layer]["attn"]
+        want = np.concatenate([attn["c_attn"]["kernel"][:, :, c.group].ravel(),
+                               attn["c_attn"]["bias"][:, c.group].ravel(),
+                               attn["c_proj"]["kernel"][c.group * _DH:(c.group + 1) * _DH].ravel()])
+        np.testing.assert_allclose(norms[c.index], np.linalg.norm(want), rtol=1e-5)
+
+
+def test_flat_fused_c_attn_is_rejected_not_cut_into_thirds():
+    tree = _fused_gpt2_tree(np.random.default_rng(0), (_D, 3 * _H * _DH))
+    with pytest.raises(ValueError, match=r"c_attn/kernel: axis=2 out of range"):
+        rgft.components.Partition.build(tree, rgft.components.gpt2(_H, neuron_width=None))
+
+
+def test_our_gpt2_partition_has_one_component_per_head():
+    config = gpt2.GPT2Config(vocab_size=99, n_positions=64, n_embd=_D, n_layer=_L, n_head=_H,
+                             n_inner=64)
+    model = nnx.eval_shape(lambda: gpt2.GPT2LMHeadModel(config, rngs=nnx.Rngs(0)))
+    part = rgft.components.Partition.build(nnx.state(model, nnx.Param),
+                                           rgft.components.gpt2(_H))
+    heads = [c for c in part.components if c.kind == "head"]
+    assert len(heads) == _L * _H == _bert_head_count()
+    assert {c.size for c in heads} == {3 * _D * _DH + 3 * _DH + _DH * _D}

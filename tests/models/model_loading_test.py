@@ -218,3 +218,51 @@ def test_projection_rejects_wrong_input_shape():
     with pytest.raises(ValueError, match=r"in_features=\(2, 3\)"):
         proj(np.zeros((5, 6), np.float32))
     assert path_str(("layers", 0, "kernel")) == "layers/0/kernel"
+
+
+def test_a_new_family_config_only_declares_fields_and_rejections():
+    """What a Llama-family config needs: fields, presets, what it rejects (nothing else)."""
+    import dataclasses
+
+    from rgft_jax.models._hf_config import HFConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class LlamaLike(HFConfig):
+        HF_MODEL_TYPES = frozenset({"llama"})
+        HF_REQUIRE = (("attention_bias", {False}, False),)
+        ACTIVATION = "hidden_act"
+        POSITIVE = ("hidden_size", "num_attention_heads", "num_key_value_heads")
+        DIVIDES = (("num_key_value_heads", "num_attention_heads"),)
+        PROBABILITIES = ("attention_dropout",)
+        hidden_size: int = 576
+        num_attention_heads: int = 9
+        num_key_value_heads: int = 3
+        hidden_act: str = "silu"
+        attention_dropout: float = 0.0
+
+    hf = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "rope_theta": 1e4}
+    assert LlamaLike.from_hf(hf) == LlamaLike(64, 4, 2)
+    with pytest.raises(ValueError, match=r"LlamaLike: unsupported HF config value "
+                                         r"attention_bias=True; allowed: \[False\]"):
+        LlamaLike.from_hf({**hf, "attention_bias": True})
+    with pytest.raises(ValueError, match=r"LlamaLike.hidden_act='mish' is not supported"):
+        LlamaLike(hidden_act="mish")
+    with pytest.raises(ValueError, match="num_key_value_heads=2 must divide "
+                                         "num_attention_heads=3"):
+        LlamaLike(num_attention_heads=3, num_key_value_heads=2)
+    with pytest.raises(ValueError, match=r"LlamaLike.attention_dropout=1.0 must be in \[0, 1\)"):
+        LlamaLike(attention_dropout=1.0)
+
+
+@pytest.mark.parametrize("cls, field", [("BertConfig", "hidden_size"), ("GPT2Config", "n_embd"),
+                                        ("ViTConfig", "hidden_size")])
+def test_every_family_config_checks_the_same_way(cls, field):
+    from rgft_jax.models import bert, gpt2, vit
+    from rgft_jax.models._hf_config import HFConfig
+
+    config_cls = {"BertConfig": bert.BertConfig, "GPT2Config": gpt2.GPT2Config,
+                  "ViTConfig": vit.ViTConfig}[cls]
+    assert issubclass(config_cls, HFConfig)
+    with pytest.raises(ValueError, match=rf"{cls}.{field}=0 must be a positive int"):
+        config_cls(**{field: 0})

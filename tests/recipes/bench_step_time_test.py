@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from recipes import bench_step_time
@@ -21,6 +22,13 @@ def test_tiny_model_table_and_json(tmp_path, capsys):
     # Probe steps are full steps; sparse steps differentiate less.
     assert rgft["probe_steps"] >= 2 and any(rgft["probe"]) and not all(rgft["probe"])
     assert rgft["gflops_per_step"] < full["gflops_per_step"]
+    # The probe overhead is the probe steps' median over the full steps' median, same run.
+    probe_times = [t for t, p, c in zip(rgft["step_times_s"], rgft["probe"], rgft["compiled"])
+                   if p and not c]
+    full_times = [t for t, c in zip(full["step_times_s"], full["compiled"]) if not c]
+    assert rgft["probe_step_s_ratio"] == pytest.approx(
+        np.median(probe_times) / np.median(full_times))
+    assert np.isnan(full["probe_step_s_ratio"])  # full fine-tuning has no probe steps
     assert rows["top_layers"]["gflops_per_step_ratio"] < 1.0
     # The first run of every compiled step is flagged (and left out of the medians).
     assert sum(rgft["compiled"]) == rgft["compilations"]

@@ -101,10 +101,11 @@ def test_analytic_costs_by_hand():
     assert by_name["classifier/kernel"] == 2 * b * d * 3  # pooled rows
     assert lay["embeddings/word/embedding"] == -1 and lay["embeddings/norm/scale"] == -1
     assert lay["classifier/kernel"] == n_layers and lay["layers/1/head/0"] == 1
-    attn = 4 * b * s * s * d
-    per_layer = 2 * t * (d * h * dh + d * f) + attn
-    np.testing.assert_array_equal(costs.dx, [per_layer] * n_layers)
-    assert costs.fixed == costs.forward == n_layers * per_layer + 2 * b * d * 3
+    # Attention: Q K^T and P V forward (4 B s^2 D), two gradient matmuls each backward.
+    matrices = 2 * t * (d * h * dh + d * f)
+    np.testing.assert_array_equal(costs.dx, [matrices + 8 * b * s * s * d] * n_layers)
+    forward = n_layers * (matrices + 4 * b * s * s * d) + 2 * b * d * 3
+    assert costs.fixed == costs.forward == forward
     # The full step: forward + dx of every layer + every dw.
     assert costs.full == pytest.approx(costs.fixed + costs.dx.sum() + costs.dw.sum(), rel=0)
 

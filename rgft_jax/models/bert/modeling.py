@@ -18,17 +18,13 @@ Parameter paths (``nnx.state(model, nnx.Param)``, '/'-joined)::
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rgft_jax.models import _hf_config
+from rgft_jax.models import _hf_config, _loading
 from rgft_jax.models._layers import (
-    SUPPORTED_ACTIVATIONS,
     Mlp,
     MultiHeadAttention,
     Projection,
@@ -42,8 +38,11 @@ POOLING_MODES: frozenset[str] = frozenset({"mean", "cls"})
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(_hf_config.HFConfig):
     """Hyper-parameters of a BERT encoder (field names follow HF ``BertConfig``).
+
+    :meth:`from_hf` rejects ``model_type`` other than ``bert``, relative position
+    embeddings, decoder or cross-attention mode and unknown activations.
 
     Attributes:
         vocab_size: word-piece vocabulary size ``V``.
@@ -60,6 +59,18 @@ class BertConfig:
         initializer_range: std of the normal initialiser for fresh weights.
     """
 
+    HF_MODEL_TYPES = frozenset({"bert"})
+    HF_REQUIRE = (
+        ("position_embedding_type", {"absolute"}, "absolute"),
+        ("is_decoder", {False}, False),
+        ("add_cross_attention", {False}, False),
+    )
+    ACTIVATION = "hidden_act"
+    POSITIVE = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "max_position_embeddings", "type_vocab_size")
+    DIVIDES = (("num_attention_heads", "hidden_size"),)
+    PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
     vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -73,63 +84,10 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
 
-    def __post_init__(self) -> None:
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"BertConfig.{name}={value!r} must be a positive int")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"BertConfig.num_attention_heads={self.num_attention_heads} must divide "
-                f"hidden_size={self.hidden_size}"
-            )
-        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
-            raise ValueError(
-                f"BertConfig.hidden_act={self.hidden_act!r} is not supported; "
-                f"allowed: {sorted(SUPPORTED_ACTIVATIONS)}"
-            )
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"BertConfig.{name}={value!r} must be in [0, 1)")
-
     @property
     def head_dim(self) -> int:
         """Per-head width ``Dh``."""
         return self.hidden_size // self.num_attention_heads
-
-    @classmethod
-    def from_hf(cls, path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> BertConfig:
-        """Builds the config from a HF ``config.json`` (directory, file, or dict).
-
-        Args:
-            path_or_dict: model directory, path to ``config.json``, or a parsed dict.
-
-        Returns:
-            The config.
-
-        Raises:
-            ValueError: if the HF config asks for something this model does not implement
-                (``model_type`` other than ``bert``, relative position embeddings, decoder or
-                cross-attention mode, an unknown activation); the message names the
-                attribute, its value and the allowed set.
-        """
-        hf = _hf_config.read_config(path_or_dict)
-        owner = "BertConfig"
-        _hf_config.require(hf, "model_type", {"bert"}, None, owner=owner)
-        _hf_config.require(hf, "position_embedding_type", {"absolute"}, "absolute", owner=owner)
-        _hf_config.require(hf, "is_decoder", {False}, False, owner=owner)
-        _hf_config.require(hf, "add_cross_attention", {False}, False, owner=owner)
-        act = _hf_config.require(hf, "hidden_act", SUPPORTED_ACTIVATIONS, "gelu", owner=owner)
-        return cls(**_hf_config.config_kwargs(cls, hf, hidden_act=act))
 
     @classmethod
     def bert_base(cls) -> BertConfig:
@@ -373,11 +331,9 @@ def abstract_params(
     component partitions, cost models or shardings before any weights are loaded.
     """
     if num_labels is None:
-        build = lambda: BertEncoder(config, rngs=nnx.Rngs(0))
-    else:
-        build = lambda: BertForSequenceClassification(config, num_labels, pooling,
-                                                      rngs=nnx.Rngs(0))
-    return nnx.state(nnx.eval_shape(build), nnx.Param)
+        return _loading.abstract_params(lambda: BertEncoder(config, rngs=nnx.Rngs(0)))
+    return _loading.abstract_params(
+        lambda: BertForSequenceClassification(config, num_labels, pooling, rngs=nnx.Rngs(0)))
 
 
 @nnx.jit

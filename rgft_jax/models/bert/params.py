@@ -10,19 +10,18 @@ transposed and reshaped so that attention kernels keep the head axis (``[D, H, D
 
 from __future__ import annotations
 
-import logging
 import os
 
 from flax import nnx
 
-from rgft_jax.models import _hf_config
 from rgft_jax.models._loading import (
     LoadResult,
     Rule,
     ShardingSpec,
     TorchLinear,
     Unflatten,
-    load_checkpoint,
+    load_pretrained,
+    log_loaded,
 )
 from rgft_jax.models.bert.modeling import (
     BertConfig,
@@ -109,10 +108,9 @@ def load_encoder(
         pooler / buffers / foreign heads that were skipped.
     """
     config = BertConfig.from_hf(local_dir)
-    abstract = nnx.eval_shape(lambda: BertEncoder(config, rngs=nnx.Rngs(0)))
-    return load_checkpoint(
-        abstract,
-        _hf_config.checkpoint_files(local_dir),
+    return load_pretrained(
+        local_dir,
+        lambda: BertEncoder(config, rngs=nnx.Rngs(0)),
         encoder_rules(),
         ignore=IGNORED_BUFFERS + IGNORED_HEADS + _POOLER,
         shardings=shardings,
@@ -144,20 +142,18 @@ def load_classifier(
     def build() -> BertForSequenceClassification:
         return BertForSequenceClassification(config, num_labels, pooling, rngs=nnx.Rngs(seed))
 
-    abstract = nnx.eval_shape(build)
     rules = encoder_rules("encoder/")
     ignore = IGNORED_BUFFERS + IGNORED_HEADS
     if pooling == "cls":
         rules += pooler_rules()
     else:
         ignore += _POOLER
-    return load_checkpoint(
-        abstract,
-        _hf_config.checkpoint_files(local_dir),
+    return load_pretrained(
+        local_dir,
+        build,
         rules,
         ignore=ignore,
         allow_missing=(r"classifier/.*",),
-        init_fn=build,
         shardings=shardings,
     )
 
@@ -188,20 +184,11 @@ def from_pretrained(
     result = load_classifier(
         local_dir, num_labels=num_labels, pooling=pooling, seed=seed, shardings=shardings
     )
-    logging.info(
-        "Loaded %d tensors from %s; ignored %s; initialised %s",
-        len(result.loaded),
-        os.fspath(local_dir),
-        list(result.ignored),
-        list(result.initialized),
-    )
-    return result.model
+    return log_loaded(local_dir, result)
 
 
 def encoder_from_pretrained(
     local_dir: str | os.PathLike[str], *, shardings: ShardingSpec = None
 ) -> BertEncoder:
     """Builds a :class:`BertEncoder` from a local HF BERT directory (see :func:`load_encoder`)."""
-    result = load_encoder(local_dir, shardings=shardings)
-    logging.info("Loaded %s; ignored %s", os.fspath(local_dir), list(result.ignored))
-    return result.model
+    return log_loaded(local_dir, load_encoder(local_dir, shardings=shardings))

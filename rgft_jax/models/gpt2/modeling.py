@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +25,6 @@ from flax import nnx
 
 from rgft_jax.models import _hf_config
 from rgft_jax.models._layers import (
-    SUPPORTED_ACTIVATIONS,
     Mlp,
     MultiHeadAttention,
     causal_mask,
@@ -39,8 +35,11 @@ Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class GPT2Config:
+class GPT2Config(_hf_config.HFConfig):
     """Hyper-parameters of a GPT-2 model (field names follow HF ``GPT2Config``).
+
+    :meth:`from_hf` rejects ``model_type`` other than ``gpt2``, cross-attention, per-layer
+    attention scaling, unscaled attention, untied embeddings and unknown activations.
 
     Attributes:
         vocab_size: vocabulary size ``V``.
@@ -57,6 +56,19 @@ class GPT2Config:
         initializer_range: std of the normal initialiser for fresh weights.
     """
 
+    HF_MODEL_TYPES = frozenset({"gpt2"})
+    HF_REQUIRE = (
+        ("add_cross_attention", {False}, False),
+        ("scale_attn_weights", {True}, True),
+        ("scale_attn_by_inverse_layer_idx", {False}, False),
+        ("tie_word_embeddings", {True}, True),
+    )
+    ACTIVATION = "activation_function"
+    POSITIVE = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+    OPTIONAL_POSITIVE = ("n_inner",)
+    DIVIDES = (("n_head", "n_embd"),)
+    PROBABILITIES = ("resid_pdrop", "embd_pdrop", "attn_pdrop")
+
     vocab_size: int = 50257
     n_positions: int = 1024
     n_embd: int = 768
@@ -70,57 +82,10 @@ class GPT2Config:
     layer_norm_epsilon: float = 1e-5
     initializer_range: float = 0.02
 
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"GPT2Config.{name}={value!r} must be a positive int")
-        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner <= 0):
-            raise ValueError(f"GPT2Config.n_inner={self.n_inner!r} must be None or a positive int")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"GPT2Config.n_head={self.n_head} must divide n_embd={self.n_embd}")
-        if self.activation_function not in SUPPORTED_ACTIVATIONS:
-            raise ValueError(
-                f"GPT2Config.activation_function={self.activation_function!r} is not supported; "
-                f"allowed: {sorted(SUPPORTED_ACTIVATIONS)}"
-            )
-        for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"GPT2Config.{name}={value!r} must be in [0, 1)")
-
     @property
     def intermediate_size(self) -> int:
         """MLP width ``F``."""
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
-
-    @classmethod
-    def from_hf(cls, path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> GPT2Config:
-        """Builds the config from a HF GPT-2 ``config.json`` (directory, file, or dict).
-
-        Args:
-            path_or_dict: model directory, path to ``config.json``, or a parsed dict.
-
-        Returns:
-            The config.
-
-        Raises:
-            ValueError: if the config asks for something not implemented here
-                (``model_type`` other than ``gpt2``, cross-attention, per-layer attention
-                scaling, unscaled attention, untied embeddings, unknown activation); the
-                message names the attribute, its value and the allowed set.
-        """
-        hf = _hf_config.read_config(path_or_dict)
-        owner = "GPT2Config"
-        _hf_config.require(hf, "model_type", {"gpt2"}, None, owner=owner)
-        _hf_config.require(hf, "add_cross_attention", {False}, False, owner=owner)
-        _hf_config.require(hf, "scale_attn_weights", {True}, True, owner=owner)
-        _hf_config.require(hf, "scale_attn_by_inverse_layer_idx", {False}, False, owner=owner)
-        _hf_config.require(hf, "tie_word_embeddings", {True}, True, owner=owner)
-        act = _hf_config.require(
-            hf, "activation_function", SUPPORTED_ACTIVATIONS, "gelu_new", owner=owner
-        )
-        return cls(**_hf_config.config_kwargs(cls, hf, activation_function=act))
 
     @classmethod
     def gpt2_small(cls) -> GPT2Config:

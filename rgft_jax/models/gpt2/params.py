@@ -9,19 +9,18 @@ GPT-2 stores its projections as ``Conv1D`` weights ``[in, out]``; the fused
 
 from __future__ import annotations
 
-import logging
 import os
 
 from flax import nnx
 
-from rgft_jax.models import _hf_config
 from rgft_jax.models._loading import (
     Concat,
     Conv1D,
     LoadResult,
     Rule,
     ShardingSpec,
-    load_checkpoint,
+    load_pretrained,
+    log_loaded,
 )
 from rgft_jax.models.gpt2.modeling import GPT2Config, GPT2LMHeadModel
 
@@ -80,10 +79,9 @@ def load(
         The load result.
     """
     config = GPT2Config.from_hf(local_dir)
-    abstract = nnx.eval_shape(lambda: GPT2LMHeadModel(config, rngs=nnx.Rngs(0)))
-    return load_checkpoint(
-        abstract,
-        _hf_config.checkpoint_files(local_dir),
+    return load_pretrained(
+        local_dir,
+        lambda: GPT2LMHeadModel(config, rngs=nnx.Rngs(0)),
         rules(),
         ignore=IGNORED,
         shardings=shardings,
@@ -94,6 +92,4 @@ def from_pretrained(
     local_dir: str | os.PathLike[str], *, shardings: ShardingSpec = None
 ) -> GPT2LMHeadModel:
     """Builds a :class:`GPT2LMHeadModel` from a local HF GPT-2 directory (no network)."""
-    result = load(local_dir, shardings=shardings)
-    logging.info("Loaded %s; ignored %s", os.fspath(local_dir), list(result.ignored))
-    return result.model
+    return log_loaded(local_dir, load(local_dir, shardings=shardings))

@@ -31,7 +31,6 @@ from flax import nnx
 
 from rgft_jax.models import _hf_config
 from rgft_jax.models._layers import (
-    SUPPORTED_ACTIVATIONS,
     Mlp,
     MultiHeadAttention,
     Projection,
@@ -42,8 +41,10 @@ Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(_hf_config.HFConfig):
     """Hyper-parameters of a ViT (field names follow HF ``ViTConfig``).
+
+    :meth:`from_hf` rejects ``model_type`` other than ``vit`` and unknown activations.
 
     Attributes:
         hidden_size: model width ``D``.
@@ -61,6 +62,13 @@ class ViTConfig:
         qkv_bias: whether query/key/value projections carry a bias.
     """
 
+    HF_MODEL_TYPES = frozenset({"vit"})
+    ACTIVATION = "hidden_act"
+    POSITIVE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "image_size", "patch_size", "num_channels")
+    DIVIDES = (("num_attention_heads", "hidden_size"), ("patch_size", "image_size"))
+    PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
     hidden_size: int = 768
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
@@ -75,62 +83,10 @@ class ViTConfig:
     num_channels: int = 3
     qkv_bias: bool = True
 
-    def __post_init__(self) -> None:
-        for name in (
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "image_size",
-            "patch_size",
-            "num_channels",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ViTConfig.{name}={value!r} must be a positive int")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"ViTConfig.num_attention_heads={self.num_attention_heads} must divide "
-                f"hidden_size={self.hidden_size}"
-            )
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"ViTConfig.patch_size={self.patch_size} must divide image_size={self.image_size}"
-            )
-        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
-            raise ValueError(
-                f"ViTConfig.hidden_act={self.hidden_act!r} is not supported; "
-                f"allowed: {sorted(SUPPORTED_ACTIVATIONS)}"
-            )
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"ViTConfig.{name}={value!r} must be in [0, 1)")
-
     @property
     def num_patches(self) -> int:
         """Number of patches ``N = (image_size / patch_size) ** 2``."""
         return (self.image_size // self.patch_size) ** 2
-
-    @classmethod
-    def from_hf(cls, path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> ViTConfig:
-        """Builds the config from a HF ViT ``config.json`` (directory, file, or dict).
-
-        Args:
-            path_or_dict: model directory, path to ``config.json``, or a parsed dict.
-
-        Returns:
-            The config.
-
-        Raises:
-            ValueError: on ``model_type`` other than ``vit`` or an unknown activation,
-                naming the attribute, its value and the allowed set.
-        """
-        hf = _hf_config.read_config(path_or_dict)
-        owner = "ViTConfig"
-        _hf_config.require(hf, "model_type", {"vit"}, None, owner=owner)
-        act = _hf_config.require(hf, "hidden_act", SUPPORTED_ACTIVATIONS, "gelu", owner=owner)
-        return cls(**_hf_config.config_kwargs(cls, hf, hidden_act=act))
 
     @classmethod
     def vit_base_patch16_224(cls) -> ViTConfig:

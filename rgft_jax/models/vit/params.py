@@ -4,12 +4,10 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 from flax import nnx
 
-from rgft_jax.models import _hf_config
 from rgft_jax.models._loading import (
     ConvOIHW,
     LoadResult,
@@ -17,7 +15,8 @@ from rgft_jax.models._loading import (
     ShardingSpec,
     TorchLinear,
     Unflatten,
-    load_checkpoint,
+    load_pretrained,
+    log_loaded,
 )
 from rgft_jax.models.vit.modeling import (
     ViTConfig,
@@ -112,13 +111,12 @@ def load(
     def build() -> ViTForImageClassification:
         return ViTForImageClassification(config, labels, rngs=nnx.Rngs(seed))
 
-    return load_checkpoint(
-        nnx.eval_shape(build),
-        _hf_config.checkpoint_files(local_dir),
+    return load_pretrained(
+        local_dir,
+        build,
         encoder_rules() + ([] if fresh_head else head_rules()),
         ignore=IGNORED + (_HEAD if fresh_head else ()),
         allow_missing=(r"head/.*",) if fresh_head else (),
-        init_fn=build if fresh_head else None,
         shardings=shardings,
     )
 
@@ -131,11 +129,5 @@ def from_pretrained(
     shardings: ShardingSpec = None,
 ) -> ViTForImageClassification:
     """Builds a :class:`ViTForImageClassification` from a local HF directory; see :func:`load`."""
-    result = load(local_dir, num_labels=num_labels, seed=seed, shardings=shardings)
-    logging.info(
-        "Loaded %s; ignored %s; initialised %s",
-        os.fspath(local_dir),
-        list(result.ignored),
-        list(result.initialized),
-    )
-    return result.model
+    return log_loaded(
+        local_dir, load(local_dir, num_labels=num_labels, seed=seed, shardings=shardings))
