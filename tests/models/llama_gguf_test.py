@@ -144,7 +144,7 @@ def test_f32_gguf_matches_torch_and_hf_loading(hf_llama, f32_matmul):
     file = os.fspath(path / "f32.gguf")
     write_gguf(file, model)
     result = llama.load(file)
-    assert result.model.config == llama.LlamaConfig.from_hf_config(path / "hf")
+    assert result.model.config == llama.LlamaConfig.from_hf(path / "hf")
     assert ("lm_head/kernel" in result.loaded) != model.config.tie_word_embeddings
     np.testing.assert_allclose(
         np.asarray(llama.forward(result.model, IDS)), _torch_logits(model, IDS), rtol=0,

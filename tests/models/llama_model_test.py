@@ -264,12 +264,12 @@ def test_token_log_likelihood_masks_positions():
 def test_unsupported_hf_config_values_are_rejected(update, attribute):
     hf = {"model_type": "llama", **HF_CONFIG, **update}
     with pytest.raises(ValueError, match=rf"LlamaConfig: unsupported HF config value {attribute}="):
-        llama.LlamaConfig.from_hf_config(hf)
+        llama.LlamaConfig.from_hf(hf)
 
 
 def test_rope_theta_read_from_both_config_forms():
-    old = llama.LlamaConfig.from_hf_config({"model_type": "llama", **HF_CONFIG})
-    new = llama.LlamaConfig.from_hf_config(
+    old = llama.LlamaConfig.from_hf({"model_type": "llama", **HF_CONFIG})
+    new = llama.LlamaConfig.from_hf(
         {"model_type": "llama", **{k: v for k, v in HF_CONFIG.items() if k != "rope_theta"},
          "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}})
     assert old.rope_theta == new.rope_theta == 500.0

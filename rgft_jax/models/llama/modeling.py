@@ -38,7 +38,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +46,7 @@ import numpy as np
 from flax import nnx
 
 from rgft_jax.models import _hf_config
-from rgft_jax.models._layers import SUPPORTED_ACTIVATIONS, Projection, get_activation
+from rgft_jax.models._layers import Projection, get_activation
 
 Array = jax.Array
 
@@ -68,7 +68,7 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(_hf_config.HFConfig):
     """Hyper-parameters of a Llama-family decoder (field names follow HF ``LlamaConfig``).
 
     Attributes:
@@ -108,17 +108,18 @@ class LlamaConfig:
     attention_dropout: float = 0.0
     initializer_range: float = 0.02
 
+    HF_MODEL_TYPES: ClassVar[frozenset[str]] = frozenset({"llama"})
+    HF_REQUIRE: ClassVar[tuple] = (("pretraining_tp", {1}, 1),
+                                   ("partial_rotary_factor", {1.0}, 1.0))
+    ACTIVATION: ClassVar[str | None] = "hidden_act"
+    POSITIVE: ClassVar[tuple[str, ...]] = (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "max_position_embeddings")
+    OPTIONAL_POSITIVE: ClassVar[tuple[str, ...]] = ("num_key_value_heads", "head_dim")
+    PROBABILITIES: ClassVar[tuple[str, ...]] = ("attention_dropout",)
+
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "max_position_embeddings"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"LlamaConfig.{name}={value!r} must be a positive int")
-        for name in ("num_key_value_heads", "head_dim"):
-            value = getattr(self, name)
-            if value is not None and (
-                    isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ValueError(f"LlamaConfig.{name}={value!r} must be None or a positive int")
+        super().__post_init__()
         if self.num_attention_heads % self.num_kv_heads:
             raise ValueError(
                 f"LlamaConfig.num_key_value_heads={self.num_kv_heads} must divide "
@@ -131,14 +132,6 @@ class LlamaConfig:
             )
         if self.head_size % 2:
             raise ValueError(f"LlamaConfig: head_dim={self.head_size} must be even (rotary)")
-        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
-            raise ValueError(
-                f"LlamaConfig.hidden_act={self.hidden_act!r} is not supported; "
-                f"allowed: {sorted(SUPPORTED_ACTIVATIONS)}"
-            )
-        if not 0.0 <= self.attention_dropout < 1.0:
-            raise ValueError(
-                f"LlamaConfig.attention_dropout={self.attention_dropout!r} must be in [0, 1)")
         if not self.rms_norm_eps > 0 or not self.rope_theta > 0:
             raise ValueError(
                 f"LlamaConfig: rms_norm_eps={self.rms_norm_eps!r} and "
@@ -156,13 +149,14 @@ class LlamaConfig:
         return self.head_dim or self.hidden_size // self.num_attention_heads
 
     @classmethod
-    def from_hf_config(
+    def from_hf(
         cls, path_or_dict: str | os.PathLike[str] | Mapping[str, Any]
     ) -> LlamaConfig:
         """Builds the config from a HF Llama ``config.json`` (directory, file, or dict).
 
-        Both the transformers v5 form (``rope_parameters={'rope_type': 'default',
-        'rope_theta': ...}``) and the older one (``rope_theta`` + ``rope_scaling=None``) are read.
+        The checks of :class:`~rgft_jax.models._hf_config.HFConfig` plus the rotary settings:
+        both the transformers v5 form (``rope_parameters={'rope_type': 'default',
+        'rope_theta': ...}``) and the older one (``rope_theta`` + ``rope_scaling=None``).
 
         Args:
             path_or_dict: model directory, path to ``config.json``, or a parsed dict.
@@ -177,11 +171,6 @@ class LlamaConfig:
                 its value and the allowed set.
         """
         hf = _hf_config.read_config(path_or_dict)
-        owner = "LlamaConfig"
-        _hf_config.require(hf, "model_type", {"llama"}, None, owner=owner)
-        _hf_config.require(hf, "pretraining_tp", {1}, 1, owner=owner)
-        _hf_config.require(hf, "partial_rotary_factor", {1.0}, 1.0, owner=owner)
-        act = _hf_config.require(hf, "hidden_act", SUPPORTED_ACTIVATIONS, "silu", owner=owner)
         theta = hf.get("rope_theta")
         for key in ("rope_parameters", "rope_scaling"):
             rope = hf.get(key)
@@ -189,10 +178,10 @@ class LlamaConfig:
                 continue
             rope_type = rope.get("rope_type", rope.get("type", "default"))
             _hf_config.require({key + ".rope_type": rope_type}, key + ".rope_type",
-                               {"default"}, "default", owner=owner)
+                               {"default"}, "default", owner=cls.__name__)
             theta = rope.get("rope_theta", theta)
-        return cls(**_hf_config.config_kwargs(
-            cls, hf, hidden_act=act, rope_theta=float(theta if theta is not None else 10000.0)))
+        hf["rope_theta"] = float(theta if theta is not None else 10000.0)
+        return super().from_hf(hf)
 
     @classmethod
     def smollm2_135m(cls) -> LlamaConfig:

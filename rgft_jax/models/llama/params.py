@@ -261,7 +261,7 @@ def load(
         config = config_from_gguf(metadata, list(tensors))
         rules, ignore, source = gguf_rules(config), GGUF_IGNORED, tensors
     elif os.path.isdir(path):
-        config = LlamaConfig.from_hf_config(path)
+        config = LlamaConfig.from_hf(path)
         rules, ignore = hf_rules(config), HF_IGNORED
         source = _hf_config.checkpoint_files(path)
         if config.tie_word_embeddings:
