@@ -21,7 +21,6 @@ but the weights are the quantised ones, not the original bfloat16 release.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,6 +38,7 @@ from rgft_jax.models._loading import (
     TorchLinear,
     Unflatten,
     load_checkpoint,
+    log_loaded,
 )
 from rgft_jax.models.llama.modeling import LlamaConfig, LlamaForCausalLM
 
@@ -291,9 +291,7 @@ def from_pretrained(
     Returns:
         The model.
     """
-    result = load(path, param_dtype=param_dtype, shardings=shardings)
-    logging.info("Loaded %s; ignored %s", os.fspath(path), list(result.ignored))
-    return result.model
+    return log_loaded(path, load(path, param_dtype=param_dtype, shardings=shardings))
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Any:
