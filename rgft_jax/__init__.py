@@ -7,6 +7,7 @@
 """
 
 from rgft_jax import components as components
+from rgft_jax import thresholds as thresholds
 from rgft_jax._src.budget import ComponentCosts as ComponentCosts
 from rgft_jax._src.budget import analytic_costs as analytic_costs
 from rgft_jax._src.budget import budget_threshold as budget_threshold
@@ -16,6 +17,7 @@ from rgft_jax._src.components import Rule as Rule
 from rgft_jax._src.residual import ErrorMap as ErrorMap
 from rgft_jax._src.residual import ResidualGuidedState as ResidualGuidedState
 from rgft_jax._src.residual import ResidualMaskState as ResidualMaskState
+from rgft_jax._src.residual import ResidualTrackerState as ResidualTrackerState
 from rgft_jax._src.residual import error_map as error_map
 from rgft_jax._src.residual import find_error_maps as find_error_maps
 from rgft_jax._src.residual import residual_guided as residual_guided
@@ -43,6 +45,7 @@ __all__ = [
     "Partition",
     "ResidualGuidedState",
     "ResidualMaskState",
+    "ResidualTrackerState",
     "Rule",
     "analytic_costs",
     "budget_threshold",
@@ -54,5 +57,6 @@ __all__ = [
     "residual_guided",
     "residual_mask",
     "threshold_mask",
+    "thresholds",
     "update_ratio",
 ]

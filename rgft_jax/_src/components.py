@@ -10,8 +10,9 @@ is built once, in Python, from the shapes of a params tree and an ordered list o
 component learning rates, DSCA blocks, the Layer Card, reports) goes through it.
 
 The per-component reductions are reshapes plus sums (one per leaf, never one per component),
-followed by one ``segment_sum`` that merges the groups of several leaves that belong to the
-same component; broadcasting a per-component vector back to leaves is the inverse gather.
+followed by one static gather + sum that merges the groups of several leaves that belong to
+the same component (no scatter-add, so the result is deterministic on every backend);
+broadcasting a per-component vector back to leaves is the inverse gather.
 """
 
 from __future__ import annotations
@@ -448,6 +449,30 @@ class Partition:
         ids = [i for s in self.leaves for i in s.component_ids]
         return np.asarray(ids, dtype=np.int32)
 
+    @functools.cached_property
+    def _merge_index(self) -> np.ndarray | None:
+        """``int32[C, m]``: the group values of every component (in group order), padded
+        with ``G`` (an appended zero); ``None`` when groups and components coincide."""
+        ids = self._segment_ids
+        g = ids.shape[0]
+        if np.array_equal(ids, np.arange(self.num_components)):
+            return None
+        members = [[] for _ in range(self.num_components)]
+        for j, c in enumerate(ids.tolist()):
+            members[c].append(j)
+        m = max(len(x) for x in members)
+        return np.array([x + [g] * (m - len(x)) for x in members], dtype=np.int32)
+
+    def _merge(self, vals: jax.Array) -> jax.Array:
+        """Per-group values ``[G]`` summed per component ``[C]``: a static gather and a
+        row sum, in a fixed order (``segment_sum`` lowers to a scatter-add, whose order, and
+        so whose rounding, is not fixed on GPUs)."""
+        idx = self._merge_index
+        if idx is None:
+            return vals
+        padded = jnp.concatenate([vals, jnp.zeros((1,), vals.dtype)])
+        return jnp.sum(padded[idx], axis=1)
+
     def _group_reduce(self, x: jax.Array, spec: LeafSpec, fn) -> jax.Array:
         """Reduces one leaf to its ``(n_groups,)`` values with ``fn(array, axes)``."""
         if spec.axis is None:
@@ -469,15 +494,14 @@ class Partition:
     def reduce(self, tree: PyTree, fn=None) -> jax.Array:
         """Per-component sums of ``fn(leaf)`` (default: squares), ``float32[C]``."""
         if fn is None:
-            fn = jnp.square
+            # ``x * x``, not ``jnp.square``: an optimizer's ``g ** 2`` (Adam's nu) is the same
+            # integer_pow, and XLA's CSE would then materialise it and unfuse this reduction.
+            fn = lambda x: x * x
 
         def red(x, axes):
             return jnp.sum(fn(x.astype(jnp.float32)), axis=axes)
 
-        vals = self.leaf_group_values(tree, red)
-        return jax.ops.segment_sum(
-            vals, self._segment_ids, num_segments=self.num_components, indices_are_sorted=False
-        )
+        return self._merge(self.leaf_group_values(tree, red))
 
     def sq_norms(self, tree: PyTree) -> jax.Array:
         """Squared L2 norm of every component, ``float32[C]``."""
@@ -540,14 +564,37 @@ class Partition:
         bshape[s.axis] = s.n_groups
         return v.reshape(bshape)
 
+    def _axis_view(self, values: jax.Array, s: LeafSpec) -> jax.Array:
+        """``values`` of leaf ``s``'s entries along its split axis (each group's value
+        repeated over its width), shaped to broadcast against the leaf itself.
+
+        Leaf-sized operands are used in their own shape (no reshape to the split view):
+        a reshape inside the fusion that writes an update in place makes XLA copy the
+        donated buffer first; only the small ``[shape[axis]]`` vector is expanded.
+        """
+        v = values[np.asarray(s.component_ids, dtype=np.int32)]
+        if s.axis is None:
+            return v.reshape(())
+        width = s.shape[s.axis] // s.n_groups
+        if width > 1:
+            v = jnp.broadcast_to(v[:, None], (s.n_groups, width)).reshape(-1)
+        bshape = [1] * len(s.shape)
+        bshape[s.axis] = s.shape[s.axis]
+        return v.reshape(bshape)
+
     def leaf_where(self, i: int, active: jax.Array, on_true: jax.Array, on_false: jax.Array):
         """:meth:`where` for leaf ``i`` alone (arrays of that leaf's shape)."""
         s = self.leaves[i]
         if not s.n_groups:
             return on_true
-        split = self._split_shape(s)
-        return jnp.where(self._group_view(active, s), on_true.reshape(split),
-                         on_false.reshape(split)).reshape(s.shape)
+        return jnp.where(self._axis_view(active, s), on_true, on_false)
+
+    def leaf_scale_where(self, i: int, x: jax.Array, values: jax.Array, active: jax.Array):
+        """``active[c] ? x * values[c] : 0`` for leaf ``i`` (a leaf with components): one
+        select of the product against per-group vectors, in ``x``'s dtype."""
+        s = self.leaves[i]
+        y = x * self._axis_view(values, s).astype(x.dtype)
+        return jnp.where(self._axis_view(active, s), y, jnp.zeros((), x.dtype))
 
     def scale(self, tree: PyTree, values: jax.Array, *, fill: Any = None) -> PyTree:
         """Multiplies every leaf entry by its component's value (excluded: by ``fill``).
@@ -568,18 +615,17 @@ class Partition:
         """
         leaves = jax.tree_util.tree_leaves(tree)
         out = []
-        for s, x in zip(self.leaves, leaves):
+        for i, (s, x) in enumerate(zip(self.leaves, leaves)):
             if not s.n_groups:
                 if s.frozen:
                     out.append(jnp.zeros_like(x))
                 else:
                     out.append(x if fill is None else x * jnp.asarray(fill, x.dtype))
                 continue
-            xs = x.reshape(self._split_shape(s))
-            y = xs * self._group_view(values, s).astype(x.dtype)
-            if active is not None:
-                y = jnp.where(self._group_view(active, s), y, jnp.zeros((), x.dtype))
-            out.append(y.reshape(s.shape))
+            if active is None:
+                out.append(x * self._axis_view(values, s).astype(x.dtype))
+            else:
+                out.append(self.leaf_scale_where(i, x, values, active))
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), out)
 
     def where(self, active: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:

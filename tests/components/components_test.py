@@ -150,3 +150,19 @@ def test_unmatched_exclude_and_select():
     out = part.scale(tree, jnp.zeros(2))
     np.testing.assert_array_equal(out["b"], np.ones(3))  # excluded: untouched
     assert "2 components" in part.summary()
+
+
+def test_sq_norms_has_no_scatter_and_equals_segment_sum():
+    """Deterministic reductions: a static gather + row sum, never a scatter-add."""
+    params = {"layers": [{"q": jnp.ones((6, 4, 3)), "k": jnp.ones((6, 4, 3)),
+                          "up": jnp.ones((6, 8))} for _ in range(2)], "head": jnp.ones((6, 3))}
+    part = Partition.build(params, [Rule(r"/[qk]$", kind="head", axis=1, groups=4),
+                                    Rule(r"/up$", kind="neuron", axis=1, width=2)])
+    rng = np.random.default_rng(0)
+    g = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
+    hlo = jax.jit(part.sq_norms).lower(g).as_text()
+    assert "scatter" not in hlo
+    vals = part.leaf_group_values(g, lambda x, axes: jnp.sum(x * x, axis=axes))
+    old = jax.ops.segment_sum(vals, part._segment_ids, num_segments=part.num_components)
+    np.testing.assert_allclose(part.sq_norms(g), old, rtol=1e-6)
+    assert any(len(c.paths) > 1 for c in part.components)  # merged groups were exercised

@@ -40,7 +40,7 @@ def _run(tx, params, steps):
         u, state = update(_grads(params, t), state, params)
         params = optax.apply_updates(params, u)
         outs.append(u)
-        masks.append(np.asarray(state.mask))
+        masks.append(np.asarray(state.tracker.mask))
     return outs, masks, state
 
 

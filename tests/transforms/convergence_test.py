@@ -40,13 +40,13 @@ def _run(gamma, steps=20_000, seed=0):
 
 def test_soft_mask_floor_with_robbins_monro_converges():
     err, state = _run(gamma=0.1)
-    assert state.mask.tolist() == [1.0, 1.0, float(jnp.float32(0.1))]  # C is masked...
+    assert state.tracker.mask.tolist() == [1.0, 1.0, float(jnp.float32(0.1))]  # C is masked...
     assert max(err.values()) < 0.05, err  # ...and still converges through the floor
 
 
 def test_hard_mask_never_moves_the_unselected_component():
     err, state = _run(gamma=0.0)
-    assert state.mask.tolist() == [1.0, 1.0, 0.0]
+    assert state.tracker.mask.tolist() == [1.0, 1.0, 0.0]
     assert err["A"] < 0.05 and err["B"] < 0.05
     # C moved only during the first 9 steps (everything is active before the first refresh),
     # then froze: no convergence without m_min > 0.
