@@ -29,7 +29,10 @@ __version__ = "0.1.0"
 
 # Sub-packages beyond the core are imported on first use: ``import rgft_jax`` needs only
 # jax, optax and numpy (tests/layering_test.py checks it).
-_LAZY_SUBPACKAGES = ("adapters", "data", "dsca", "models", "ops", "reporting", "training")
+_LAZY_SUBPACKAGES = (
+    "adapters", "data", "dsca", "export", "layer_card", "models", "ops", "reporting", "search",
+    "training",
+)
 
 
 def __getattr__(name: str):
