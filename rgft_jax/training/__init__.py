@@ -25,3 +25,17 @@ __all__ = [
     "fsdp_spec",
     "methods",
 ]
+
+_MOVED = {
+    "METHOD_KINDS": "rgft_jax.training.methods.names()",
+    "build_optimizer": "a method's own build(): rgft_jax.training.methods.rgft().build(...)",
+    "component_rules": "a masked method's rules(): rgft_jax.training.methods.rgft().rules(...)",
+    "fixed_mask": "a fixed-mask method's initial_mask(): methods.random_mask(r).initial_mask(...)",
+    "sparse_pattern": "rgft_jax.training._patterns.sparse_pattern (engine internal)",
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        raise AttributeError(f"rgft_jax.training.{name} is no longer public; use {_MOVED[name]}.")
+    raise AttributeError(f"module 'rgft_jax.training' has no attribute {name!r}")

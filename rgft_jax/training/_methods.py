@@ -82,6 +82,15 @@ class Method:
     warmup_ratio: float = 0.06
     seed: int = 0
 
+    def __new__(cls, *args: Any, **kwargs: Any):
+        if cls in _BASES:
+            kind = repr(args[0]) if args else "'<kind>'"
+            raise TypeError(
+                f"{cls.__name__} is a base class; build a method with its constructor, e.g. "
+                f"Method({kind}, ...) -> rgft_jax.training.methods.get({kind})(...) or "
+                "methods.rgft(...); registered: " + ", ".join(names()) + ".")
+        return super().__new__(cls)
+
     def __post_init__(self):
         self._check(self.name is None or isinstance(self.name, str), "name", "a str or None")
         self._check(_is_real(self.learning_rate) and self.learning_rate > 0, "learning_rate",
@@ -480,6 +489,10 @@ class Modules(_Masked):
             raise ValueError(f"{self.kind}: mask has {len(self.mask)} entries but the "
                              f"partition has {len(part)} components.")
         return np.asarray(self.mask, bool)
+
+
+#: Classes that only hold shared settings: not methods of their own.
+_BASES = (Method, _Masked, _RatioMask)
 
 
 # ---------------------------------------------------------------------------- constructors

@@ -103,3 +103,19 @@ def test_a_new_method_plugs_in_through_the_registry():
         assert moved and all("embeddings/" in p or p.startswith("classifier/") for p in moved)
     finally:
         _methods._REGISTRY.pop("embeddings_only", None)
+
+
+def test_base_classes_point_to_the_constructors():
+    with pytest.raises(TypeError, match=r"Method\('rgft', ...\) -> .*methods.get\('rgft'\)"):
+        methods.Method("rgft")
+    with pytest.raises(TypeError, match="base class"):
+        _methods._Masked()
+
+
+@pytest.mark.parametrize("name", ["METHOD_KINDS", "build_optimizer", "component_rules",
+                                  "fixed_mask", "sparse_pattern"])
+def test_moved_names_say_where_they_went(name):
+    import rgft_jax.training as training
+
+    with pytest.raises(AttributeError, match=f"{name} is no longer public; use "):
+        getattr(training, name)
