@@ -32,8 +32,7 @@ from recipes import demo
 from rgft_jax import data, dsca, reporting
 from rgft_jax.components import Partition
 from rgft_jax.models import bert
-from rgft_jax.training import Method, TrainConfig, Trainer
-from rgft_jax.training import _methods as methods_lib
+from rgft_jax.training import TrainConfig, Trainer, methods
 
 
 def main(argv=None) -> dict:
@@ -66,11 +65,11 @@ def main(argv=None) -> dict:
 
     # 1. One fine-tuning run; sketches of a fixed probe batch along its trajectory.
     model = bert.from_pretrained(model_dir, num_labels=len(names), seed=0)
-    trainer = Trainer(model, Method("full", learning_rate=cfg.learning_rate),
+    trainer = Trainer(model, methods.full(learning_rate=cfg.learning_rate),
                       TrainConfig(steps=a.steps, progress=False), num_heads=12, num_layers=6,
                       num_classes=len(names))
     params0 = trainer.state.params
-    part = Partition.build(params0, methods_lib.component_rules(Method("rgft"), 12, params0))
+    part = Partition.build(params0, methods.rgft().rules(12, params0))
     sketch_dim = 64
 
     @jax.jit
@@ -141,7 +140,7 @@ def main(argv=None) -> dict:
                 used += float(lib.num_params[j])
         mask = np.asarray(dsca.module_mask(lib, chosen))
         model = bert.from_pretrained(model_dir, num_labels=len(names), seed=0)
-        tr = Trainer(model, Method("modules", mask=tuple(mask), learning_rate=cfg.learning_rate),
+        tr = Trainer(model, methods.modules(mask, learning_rate=cfg.learning_rate),
                      TrainConfig(steps=a.train_steps, progress=False), num_heads=12,
                      num_layers=6, num_classes=len(names))
         tr.fit(data.TrainIterator(train_src, batch_size=32, seed=0, batch_fn=batcher))

@@ -31,7 +31,7 @@ from flax import nnx
 
 import rgft_jax as rgft
 from rgft_jax.models import bert
-from rgft_jax.training import Method, TrainConfig, Trainer
+from rgft_jax.training import TrainConfig, Trainer, methods
 
 
 def _timed(fn, *args):
@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
             times[name].append(dt)
 
     # A whole train step of the same model: batch 32 x 64 tokens, full fine-tuning.
-    trainer = Trainer(model, Method("full"), TrainConfig(steps=a.train_steps + 1, progress=False),
+    trainer = Trainer(model, methods.full(), TrainConfig(steps=a.train_steps + 1, progress=False),
                       num_heads=12, num_layers=6, num_classes=3)
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 30000, size=(32, 64)).astype(np.int32)

@@ -113,45 +113,48 @@ def top_layers_for_budget(part, costs, num_layers: int, budget: float) -> tuple[
 def top_layers_k(bcfg, num_labels: int, batch_shape: tuple[int, int],
                  budget: float) -> tuple[int, float]:
     """``top_layers``'s ``k`` matched to ``budget`` by the cost model the budgeted masks use."""
-    from rgft_jax._src import components as comp_lib
     from rgft_jax.models import bert
-    from rgft_jax.training import Method
-    from rgft_jax.training import _methods as methods_lib
+    from rgft_jax.training import methods
+    from rgft_jax.training._components import costs_for
 
     params = bert.abstract_params(bcfg, num_labels=num_labels)
-    ref = Method("rgft", threshold=("budget", budget))
-    part = comp_lib.Partition.build(
-        params, methods_lib.component_rules(ref, bcfg.num_attention_heads, params))
-    costs = methods_lib.costs_for(part, params, bcfg.num_attention_heads,
-                                  bcfg.num_hidden_layers, batch_shape, ref)
+    part = methods.rgft(budget=budget).partition(params, bcfg.num_attention_heads)
+    costs = costs_for(part, params, bcfg.num_attention_heads, bcfg.num_hidden_layers,
+                      batch_shape, "top_layers_k")
     return top_layers_for_budget(part, costs, bcfg.num_hidden_layers, budget)
 
 
-def make_method(name: str, args, top_k: int):
-    """The :class:`~rgft_jax.training.Method` of a benchmark method name.
+def method_spec(name: str, args, top_k: int) -> tuple[str, dict[str, Any]]:
+    """``(registered method name, constructor keywords)`` of a benchmark method name.
 
     LoRA and BitFit default to 5x and 10x ``args.learning_rate`` (their usual larger rates);
-    ``@LR`` overrides any method's rate. RGFT methods take ``args.warmup_steps``.
+    ``@LR`` overrides any method's rate. RGFT methods take ``args.warmup_steps`` and
+    ``args.update_every``.
     """
-    from rgft_jax.training import Method
-
     p = parse_method(name)
     scale = {"lora": 5.0, "bitfit": 10.0}.get(p["base"], 1.0)
-    lr = p["lr"] or args.learning_rate * scale
-    common = dict(learning_rate=lr, update_every=args.update_every, name=name)
-    rgft = dict(warmup_steps=args.warmup_steps, **common)
+    common = dict(learning_rate=p["lr"] or args.learning_rate * scale, name=name)
+    rgft = dict(warmup_steps=args.warmup_steps, update_every=args.update_every, **common)
     base = p["base"]
     if base == "rgft_median":
-        return Method("rgft", threshold="median", **rgft)
+        return "rgft", dict(threshold="median", **rgft)
     if p["top"]:
-        return Method("rgft", threshold=("top_fraction", p["top"]),
-                      embeddings="freeze" if p["embfrozen"] else "component", **rgft)
+        return "rgft", dict(threshold=("top_fraction", p["top"]),
+                            embeddings="freeze" if p["embfrozen"] else "component", **rgft)
     if p["budget"]:
-        return Method("rgft", threshold=("budget", p["budget"]),
-                      capacity=args.capacity if p["compact"] else None, **rgft)
+        return "rgft", dict(budget=p["budget"],
+                            capacity=args.capacity if p["compact"] else None, **rgft)
     if base == "top_layers":
-        return Method("top_layers", top_layers=p["k"] or top_k, **common)
-    return Method(base, **common)
+        return "top_layers", dict(k=p["k"] or top_k, **common)
+    return base, common
+
+
+def make_method(name: str, args, top_k: int):
+    """The method of a benchmark method name, built through the method registry."""
+    from rgft_jax.training import methods
+
+    kind, kwargs = method_spec(name, args, top_k)
+    return methods.get(kind)(**kwargs)
 
 
 def run_seed(seed: int, args, model_dir, bcfg, train_src, eval_set, n_classes, top_k):

@@ -26,6 +26,9 @@ from typing import Any
 from recipes import assets
 
 DEFAULT_LABELS = ("negative", "neutral", "positive")
+#: Registered methods the demo can build from its flags (``modules`` needs a module mask).
+DEMO_METHODS = ("full", "rgft", "rgft_chain", "lora", "bitfit", "random_mask",
+                "magnitude_mask", "top_layers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +44,7 @@ class DemoConfig:
     learning_rate: float = 3e-4
     eval_examples: int = 2048  # of the held-out test split (0: all of it)
     update_every: int = 25
-    # RGFT's first mask after one step: sparse steps from step 2 on (see Method.warmup_steps).
+    # RGFT's first mask after one step: sparse steps from step 2 on (see methods.rgft).
     warmup_steps: int = 1
     # 60 % of a full step's FLOPs: real savings (lower layers frozen, active heads / neuron
     # groups only) at about full fine-tuning's accuracy in the savings benchmark.
@@ -59,12 +62,12 @@ class DemoConfig:
     progress: bool = True
 
     def __post_init__(self):
-        from rgft_jax.training import METHOD_KINDS
+        from rgft_jax.training import methods
 
-        bad = [m for m in self.methods if m not in METHOD_KINDS]
+        bad = [m for m in self.methods if m not in DEMO_METHODS]
         if bad or not self.methods:
             raise ValueError(f"--methods {','.join(self.methods)!r}: unknown {bad}; allowed: "
-                             f"{', '.join(METHOD_KINDS)}.")
+                             f"{', '.join(m for m in methods.names() if m in DEMO_METHODS)}.")
         if self.steps < 1:
             raise ValueError(f"--steps {self.steps}: must be >= 1.")
         if self.batch_size < 1:
@@ -116,18 +119,20 @@ def load_data(cfg: DemoConfig):
 
 
 def make_method(name: str, cfg: DemoConfig):
-    from rgft_jax.training import Method
+    """The method ``name`` (a registered method name) with the demo's settings."""
+    from rgft_jax.training import methods
 
-    common = dict(learning_rate=cfg.learning_rate, update_every=cfg.update_every)
+    lr, kwargs = cfg.learning_rate, {}
     if name in ("rgft", "rgft_chain"):
-        return Method(name, threshold=cfg.threshold, components=cfg.components,
-                      warmup_steps=cfg.warmup_steps, **common)
-    if name == "lora":
-        # LoRA conventionally takes a larger learning rate than full fine-tuning.
-        return Method(name, **{**common, "learning_rate": cfg.learning_rate * 5})
-    if name == "bitfit":
-        return Method(name, **{**common, "learning_rate": cfg.learning_rate * 10})
-    return Method(name, components=cfg.components, **common)
+        kwargs = dict(threshold=cfg.threshold, components=cfg.components,
+                      warmup_steps=cfg.warmup_steps, update_every=cfg.update_every)
+    elif name in ("random_mask", "magnitude_mask"):
+        kwargs = dict(components=cfg.components)
+    elif name == "lora":
+        lr *= 5  # LoRA conventionally takes a larger learning rate than full fine-tuning
+    elif name == "bitfit":
+        lr *= 10
+    return methods.get(name)(learning_rate=lr, **kwargs)
 
 
 def run(cfg: DemoConfig) -> dict[str, Any]:

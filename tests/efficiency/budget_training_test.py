@@ -6,7 +6,8 @@ from flax import nnx
 
 from rgft_jax.components import Partition, Rule
 from rgft_jax.models.bert.modeling import BertConfig, BertForSequenceClassification
-from rgft_jax.training import Method, TrainConfig, Trainer, sparse_pattern
+from rgft_jax.training import TrainConfig, Trainer, methods
+from rgft_jax.training._patterns import sparse_pattern
 
 CFG = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
                  intermediate_size=256)
@@ -23,13 +24,12 @@ def _batches(seed=0):
 @pytest.mark.parametrize("budget", [0.5])
 def test_sparse_steps_within_budget_by_xla_count(budget):
     model = BertForSequenceClassification(CFG, 3, rngs=nnx.Rngs(0))
-    tr = Trainer(model, Method("rgft", threshold=("budget", budget), update_every=3,
-                               learning_rate=1e-3),
+    tr = Trainer(model, methods.rgft(budget=budget, update_every=3, learning_rate=1e-3),
                  TrainConfig(steps=6, progress=False), num_heads=4, num_layers=4, num_classes=3,
                  batch_shape=(8, 16))
     tr.fit(_batches())
-    full = max(tr.flops_by_pattern.values())
-    sparse = [f for (pattern, observe, _), f in tr.flops_by_pattern.items() if not observe]
+    full = max(tr.accounting.flops_by_pattern.values())
+    sparse = [f for (_, observe, _), f in tr.accounting.flops_by_pattern.items() if not observe]
     assert sparse, "no sparse step ran"
     # The cost model is analytic; XLA's count also holds the optimizer and the loss. Allow 5%.
     assert max(sparse) <= (budget + 0.05) * full, (max(sparse) / full, budget)
@@ -39,10 +39,10 @@ def test_sparse_steps_within_budget_by_xla_count(budget):
 def test_budget_needs_batch_shape():
     model = BertForSequenceClassification(CFG, 3, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"batch_shape=\(batch, seq_len\)"):
-        Trainer(model, Method("rgft", threshold=("budget", 0.5)), TrainConfig(steps=2),
+        Trainer(model, methods.rgft(threshold=("budget", 0.5)), TrainConfig(steps=2),
                 num_heads=4, num_layers=4, num_classes=3)
-    with pytest.raises(ValueError, match=r"\('budget', 1.5\)"):
-        Method("rgft", threshold=("budget", 1.5))
+    with pytest.raises(ValueError, match=r"budget=1.5"):
+        methods.rgft(threshold=("budget", 1.5))
 
 
 def test_sparse_pattern_rounds_active_groups_up_to_quarter_levels():

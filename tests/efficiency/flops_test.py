@@ -7,12 +7,12 @@ import pytest
 from flax import nnx
 
 from rgft_jax.models import bert
-from rgft_jax.training import _trainer as training
+from rgft_jax.training._accounting import cost_flops
 from rgft_jax.training._flops import matmul_flops
 
 
 def _xla(lowered) -> float:
-    return training._cost_flops(lowered.compile())
+    return cost_flops(lowered.compile())
 
 
 def test_dots_and_batched_einsums_by_hand():

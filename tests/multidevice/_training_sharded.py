@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import rgft_jax as rgft  # noqa: E402
 from rgft_jax.models.bert.modeling import BertConfig, BertForSequenceClassification  # noqa: E402
-from rgft_jax.training import Method, TrainConfig, Trainer  # noqa: E402
+from rgft_jax.training import TrainConfig, Trainer, methods  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "float32")
 # Tiny programs: LLVM optimisation costs more than it saves (see tests/training/conftest.py).
@@ -34,10 +34,10 @@ for _ in range(3):
                     "label": (ids[:, 0] % 3).astype(np.int32)})
 
 METHODS = {
-    "full": Method("full", learning_rate=1e-3),
+    "full": methods.full(learning_rate=1e-3),
     # update_every=2: steps 1-2 are probes (full gradient), step 3 a sparse step; a low
     # threshold leaves some heads active, so it takes group-sparse weight gradients too.
-    "rgft": Method("rgft", learning_rate=1e-3, update_every=2, threshold=("percentile", 25)),
+    "rgft": methods.rgft(learning_rate=1e-3, update_every=2, threshold=("percentile", 25)),
 }
 for kind, method in METHODS.items():
     trainers = {}
@@ -60,10 +60,10 @@ for kind, method in METHODS.items():
     like = [x for x in jax.tree.leaves(many.state.opt_state) if x.shape == emb.shape]
     assert len(like) == 2 and all(x.sharding.is_equivalent_to(fsdp, 2) for x in like)
     if kind == "rgft":
-        sparse = [p for p, obs, _ in one.pattern_steps if not obs]
-        assert len(sparse) == 1, one.pattern_steps  # step 3
+        sparse = [p for p, obs, _ in one.accounting.pattern_steps if not obs]
+        assert len(sparse) == 1, one.accounting.pattern_steps  # step 3
         assert any(not isinstance(t, bool) for t in sparse[0])  # group-sparse leaves
-        assert one.pattern_steps == many.pattern_steps
+        assert one.accounting.pattern_steps == many.accounting.pattern_steps
         e1, e8 = rgft.error_map(one.state.opt_state), rgft.error_map(many.state.opt_state)
         np.testing.assert_array_equal(e1.mask, e8.mask)
         np.testing.assert_allclose(e1.residuals, e8.residuals, rtol=1e-5, atol=1e-7)

@@ -23,9 +23,9 @@ def test_names_build_the_methods_they_say():
     assert bs.make_method("lora", _args(), 2).learning_rate == pytest.approx(5e-4)
     assert bs.make_method("bitfit@2e-3", _args(), 2).learning_rate == 2e-3
     m = bs.make_method("top_layers", _args(), top_k=3)
-    assert (m.kind, m.top_layers, m.label) == ("top_layers", 3, "top_layers")
+    assert (m.kind, m.k, m.label) == ("top_layers", 3, "top_layers")
     m = bs.make_method("top_layers2@3e-4", _args(), top_k=3)
-    assert (m.kind, m.top_layers, m.learning_rate) == ("top_layers", 2, 3e-4)
+    assert (m.kind, m.k, m.learning_rate) == ("top_layers", 2, 3e-4)
     for name in bs.METHODS:  # the defaults all parse
         bs.make_method(name, _args(), 1)
 

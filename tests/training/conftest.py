@@ -31,16 +31,22 @@ from flax import nnx
 
 from rgft_jax.data import TrainIterator
 from rgft_jax.models.bert.modeling import BertConfig, BertForSequenceClassification
-from rgft_jax.training import Method, TrainConfig, Trainer
+from rgft_jax.training import TrainConfig, Trainer, methods
 
 VOCAB, SEQ, BATCH, NUM_CLASSES, NUM_HEADS = 50, 8, 8, 3, 4
 #: Layers of the smoke-run model per method kind (1 when not listed).
 SMOKE_LAYERS = {"full": 2, "bitfit": 2, "top_layers": 2}
-#: Knobs shared by the smoke runs of every kind. The large LR makes 2 steps move things. RGFT
-#: uses components 'heads' (the default) and a low threshold, so the refresh after step 2
-#: leaves some matrices partly active, which means group-sparse weight gradients on step 3.
-SMOKE_KNOBS = dict(learning_rate=1e-2, update_every=2, top_layers=1, lora_rank=4,
-                   threshold=("percentile", 25))
+#: Knobs of the smoke run of each kind (all with learning_rate=1e-2: 2 steps move things).
+#: RGFT uses components 'heads' (the default) and a low threshold, so the refresh after step
+#: 2 leaves some matrices partly active, which means group-sparse weight gradients on step 3.
+_RGFT_SMOKE = dict(update_every=2, threshold=("percentile", 25))
+SMOKE_KNOBS = {"full": {}, "rgft": _RGFT_SMOKE, "rgft_chain": _RGFT_SMOKE, "lora": dict(rank=4),
+               "bitfit": {}, "top_layers": dict(k=1), "random_mask": {}, "magnitude_mask": {}}
+
+
+def smoke_method(kind: str) -> methods.Method:
+    """The method of ``kind``'s smoke run, built through the registry."""
+    return methods.get(kind)(learning_rate=1e-2, **SMOKE_KNOBS[kind])
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +121,7 @@ class Run:
 
 def smoke_run(kind: str) -> Run:
     layers = SMOKE_LAYERS.get(kind, 1)
-    trainer = Trainer(bert(layers), Method(kind, **SMOKE_KNOBS),
+    trainer = Trainer(bert(layers), smoke_method(kind),
                       TrainConfig(steps=2, progress=False, log_every=1),
                       num_heads=NUM_HEADS, num_layers=layers, num_classes=NUM_CLASSES)
     params0 = host(trainer.state.params)
@@ -148,17 +154,17 @@ def scrambled_threshold(residuals: jax.Array) -> jax.Array:
 
 
 RESUME_METHODS = {
-    "full": dict(learning_rate=1e-2),
+    "full": methods.full(learning_rate=1e-2),
     # Hard mask (gamma=0), one component per leaf: sparse steps skip whole leaves.
-    "rgft": dict(learning_rate=1e-2, components="leaves", update_every=2, gamma=0.0,
-                 threshold=scrambled_threshold),
+    "rgft": methods.rgft(learning_rate=1e-2, components="leaves", update_every=2, gamma=0.0,
+                         threshold=scrambled_threshold),
 }
 
 
 def resume_trainer(kind: str, workdir) -> Trainer:
     config = TrainConfig(steps=RESUME_STEPS, progress=False, log_every=1, max_compiled=2,
                          checkpoint_every=CHECKPOINT_EVERY, keep_checkpoints=3)
-    return Trainer(bert(1), Method(kind, **RESUME_METHODS[kind]), config, num_heads=NUM_HEADS,
+    return Trainer(bert(1), RESUME_METHODS[kind], config, num_heads=NUM_HEADS,
                    num_layers=1, num_classes=NUM_CLASSES, workdir=workdir)
 
 
@@ -169,21 +175,21 @@ def train_iterator() -> TrainIterator:
 
 
 def record_steps(trainer: Trainer, out: list[dict[str, Any]]) -> None:
-    """Wraps ``trainer.train_step`` to record, per step, its pattern and host snapshots."""
-    inner = trainer.train_step
+    """Wraps the trainer's step dispatch to record, per step, its pattern and host snapshots
+    (the snapshots wait for the device, which a plain run would not)."""
+    inner = trainer._dispatch
 
-    def train_step(batch):
+    def dispatch(batch):
         pattern, probe = trainer.next_pattern()
         rec = {"key": (pattern, probe), "params_before": host(trainer.state.params),
                "opt_before": host(trainer.state.opt_state), "batch": copy.deepcopy(batch)}
-        metrics = inner(batch)
+        inner(batch)
         rec.update(params_after=host(trainer.state.params),
                    opt_after=host(trainer.state.opt_state),
                    cache_size=len(trainer._cache), compilations=trainer.compilations)
         out.append(rec)
-        return metrics
 
-    trainer.train_step = train_step
+    trainer._dispatch = dispatch
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ def test_frozen_methods_compile_fewer_flops_than_full(kind, smoke_runs):
     full = smoke_runs("full").trainer.summary()["gflops_per_step"]
     s = smoke_runs(kind).trainer.summary()
     # Same 2-layer model, batch shapes and optimizer: only the differentiated set differs.
-    assert smoke_runs(kind).trainer.total_params == smoke_runs("full").trainer.total_params
+    total = smoke_runs("full").trainer.accounting.total_params
+    assert smoke_runs(kind).trainer.accounting.total_params == total
     assert 0 < s["gflops_per_step"] < full, (kind, s["gflops_per_step"], full)
     assert s["gflops_per_step"] == pytest.approx(s["gflops_full_step"])  # one fixed pattern
 
@@ -35,27 +36,28 @@ def test_rgft_alternates_probe_and_sparse_steps(resume_runs):
     counts = collections.Counter()
     for r in run.steps:
         counts[r["key"]] += 1
-    assert {k[:2]: n for k, n in trainer.pattern_steps.items()} == dict(counts)
+    assert {k[:2]: n for k, n in trainer.accounting.pattern_steps.items()} == dict(counts)
     assert trainer.summary()["probe_steps"] == 4 == len(trainer.error_history)
 
 
 def test_rgft_sparse_steps_compile_fewer_flops(resume_runs):
     trainer = resume_runs("rgft").trainer
-    probe = [f for (p, obs, _), f in trainer.flops_by_pattern.items() if obs]
-    sparse = [f for (p, obs, _), f in trainer.flops_by_pattern.items() if not obs]
+    probe = [f for (p, obs, _), f in trainer.accounting.flops_by_pattern.items() if obs]
+    sparse = [f for (p, obs, _), f in trainer.accounting.flops_by_pattern.items() if not obs]
     assert len(probe) == 1 and sparse
     assert all(0 < f < probe[0] for f in sparse), (probe, sparse)
     s = trainer.summary()
     assert s["gflops_full_step"] == pytest.approx(probe[0] / 1e9)
     # 4 probe + 2 sparse steps: the per-step average lies strictly between.
-    expected = sum(trainer.flops_by_pattern[k] * n for k, n in trainer.pattern_steps.items())
+    acc = trainer.accounting
+    expected = sum(acc.flops_by_pattern[k] * n for k, n in acc.pattern_steps.items())
     assert s["gflops_per_step"] == pytest.approx(expected / RESUME_STEPS / 1e9)
     assert min(sparse) / 1e9 < s["gflops_per_step"] < s["gflops_full_step"]
     # The backend-independent matmul count: below XLA's CPU count (no element-wise work),
     # at least 40 % of it even on this width-32 model (MiniLM: 98 %, tests/efficiency).
-    matmul = trainer.matmul_flops_by_pattern
-    assert set(matmul) == set(trainer.flops_by_pattern)
-    for key, f in trainer.flops_by_pattern.items():
+    matmul = trainer.accounting.matmul_flops_by_pattern
+    assert set(matmul) == set(trainer.accounting.flops_by_pattern)
+    for key, f in trainer.accounting.flops_by_pattern.items():
         assert 0.4 * f < matmul[key] < f
     assert 0.4 * s["gflops_per_step"] < s["matmul_gflops_per_step"] < s["gflops_per_step"]
 

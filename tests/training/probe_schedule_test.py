@@ -5,7 +5,7 @@ import pytest
 
 import rgft_jax as rgft
 from rgft_jax._src.residual import refreshes
-from rgft_jax.training import Method, TrainConfig, Trainer
+from rgft_jax.training import TrainConfig, Trainer, methods
 
 from .conftest import NUM_CLASSES, NUM_HEADS, batches, bert, scrambled_threshold
 
@@ -16,16 +16,16 @@ STEPS = 9
     (3, 0, None), (3, 1, None), (3, 5, None), (4, 8, None), (2, 3, None), (3, 1, 0.5)])
 def test_every_refresh_is_a_probe_and_sparse_steps_keep_the_mask(update_every, warmup,
                                                                  capacity):
-    method = Method("rgft", learning_rate=1e-2, components="leaves", gamma=0.0,
-                    threshold=scrambled_threshold, update_every=update_every,
-                    warmup_steps=warmup, capacity=capacity)
+    method = methods.rgft(learning_rate=1e-2, components="leaves", gamma=0.0,
+                          threshold=scrambled_threshold, update_every=update_every,
+                          warmup_steps=warmup, capacity=capacity)
     tr = Trainer(bert(1), method, TrainConfig(steps=STEPS, progress=False, log_every=0),
                  num_heads=NUM_HEADS, num_layers=1, num_classes=NUM_CLASSES)
     masks = [np.asarray(rgft.error_map(tr.state.opt_state).mask)]
     probes = []
     for batch in batches(STEPS):
         probes.append(bool(tr.train_step(batch)["probe"]))
-        masks.append(np.asarray(tr._host_map.mask))
+        masks.append(np.asarray(rgft.error_map(tr.state.opt_state).mask))
     for t in range(STEPS):
         count = t + 1  # the tracker's count after step t (every gradient is finite here)
         refresh = bool(refreshes(count, update_every, warmup)) or (

@@ -54,7 +54,7 @@ def test_resume_from_checkpoint_is_bit_exact(kind, resume_runs):
         assert int(eb.step) == RESUME_STEPS
         # The resumed run took the same probe / sparse steps as the straight one, and its
         # accounting (restored from the checkpoint) covers the whole run.
-        assert resumed.pattern_steps == straight.trainer.pattern_steps
+        assert resumed.accounting.pattern_steps == straight.trainer.accounting.pattern_steps
         assert len(resumed.error_history) == len(straight.trainer.error_history)
         summ_a, summ_b = straight.trainer.summary(), resumed.summary()
         for k in ("steps", "probe_steps", "gflops_per_step", "update_ratio"):
@@ -76,7 +76,6 @@ def test_checkpoints_of_the_variable_layout_still_restore(tmp_path):
     """Before the loop kept params as plain dicts, params-shaped leaves (params, Adam's
     moments) were nnx Variables, stored one level deeper under ``value``."""
     import optax
-    import orbax.checkpoint as ocp
 
     old = resume_trainer("full", tmp_path)
     old.fit(train_iterator())
@@ -84,11 +83,7 @@ def test_checkpoints_of_the_variable_layout_still_restore(tmp_path):
     legacy = old.state._replace(
         params=jax.tree.map(wrap, old.state.params),
         opt_state=optax.tree_utils.tree_map_params(old.tx, wrap, old.state.opt_state))
-    mgr = old._manager()
-    mgr.save(99, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(legacy), data=ocp.args.JsonSave({"data": {"epoch": 7}}),
-        host=ocp.args.JsonSave(old._host_state())))
-    mgr.wait_until_finished()
+    old._checkpointer().save(99, legacy, {"epoch": 7}, old._host_state())
     new = resume_trainer("full", tmp_path)
     assert new.restore(99) == {"epoch": 7}
     assert_bitwise_equal(host(new.state.params), host(old.state.params))

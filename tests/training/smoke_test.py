@@ -9,7 +9,7 @@ from flax import nnx
 
 from rgft_jax.data import eval_batches
 from rgft_jax.models.gpt2.modeling import GPT2Config, GPT2LMHeadModel
-from rgft_jax.training import METHOD_KINDS, Method, TrainConfig, Trainer
+from rgft_jax.training import TrainConfig, Trainer, methods
 
 #: The method kinds that need nothing beyond a model (``modules`` needs a component mask).
 KINDS = ("full", "rgft", "rgft_chain", "lora", "bitfit", "random_mask", "magnitude_mask",
@@ -17,7 +17,7 @@ KINDS = ("full", "rgft", "rgft_chain", "lora", "bitfit", "random_mask", "magnitu
 
 
 def test_kinds_exist():
-    assert set(KINDS) <= set(METHOD_KINDS)
+    assert set(KINDS) <= set(methods.names())
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -39,10 +39,10 @@ def test_two_step_smoke_run(kind, smoke_runs):
     assert s["gflops_per_step"] > 0
     assert s["gflops_per_step"] <= s["gflops_full_step"] * (1 + 1e-9)
     assert s["compilations"] >= 1
-    assert s["compilations"] == len(trainer.flops_by_pattern)  # no evictions in 2 steps
+    assert s["compilations"] == len(trainer.accounting.flops_by_pattern)  # no evictions
     assert 0.0 < s["update_ratio"] <= 1.0
     assert s["total_params"] > 0 and s["opt_state_bytes"] > 0
-    assert sum(trainer.pattern_steps.values()) == 2
+    assert sum(trainer.accounting.pattern_steps.values()) == 2
     # The run moved something (step 0 has LR 0 under warm-up; step 1 has the peak LR).
     moved = [not np.array_equal(a, np.asarray(b)) for a, b in zip(
         jax.tree.leaves(run.params0), jax.tree.leaves(trainer.state.params))]
@@ -64,7 +64,7 @@ def _lm_examples(n, seed):
 
 
 def test_lm_smoke_run_and_perplexity():
-    trainer = Trainer(GPT2LMHeadModel(GPT2, rngs=nnx.Rngs(0)), Method("full", learning_rate=1e-2),
+    trainer = Trainer(GPT2LMHeadModel(GPT2, rngs=nnx.Rngs(0)), methods.full(learning_rate=1e-2),
                       TrainConfig(steps=2, task="lm", progress=False, log_every=1),
                       num_heads=4, num_layers=1)
     exs = _lm_examples(16, 0)

@@ -1,6 +1,5 @@
 """A sparse step's gradients are the dense gradient's entries (zeros where not differentiated)."""
 
-import copy
 from typing import Any, NamedTuple
 
 import jax
@@ -11,6 +10,7 @@ from flax import nnx
 
 import rgft_jax as rgft
 from rgft_jax.components import key_path_to_str
+from rgft_jax.training._step import make_train_step
 
 from .conftest import batches
 
@@ -35,9 +35,9 @@ def _capturing_tx() -> optax.GradientTransformationExtraArgs:
 
 def _step_gradients(trainer, pattern, observe, batch):
     """Runs the trainer's own step function for ``pattern`` and returns the gradient tree."""
-    probe = copy.copy(trainer)
-    probe.tx = _capturing_tx()
-    step = jax.jit(probe._make_step(pattern, observe))
+    step = jax.jit(make_train_step(trainer.graphdef, trainer.rest, _capturing_tx(), pattern,
+                                   observe, task="classification", dropout=False,
+                                   partition=trainer.partition))
     state = trainer.state._replace(opt_state=_Captured(
         trainer.state.opt_state, jax.tree.map(jnp.zeros_like, trainer.state.params)))
     out = step(state, trainer._put_batch(batch))  # (new state, metrics, ...)

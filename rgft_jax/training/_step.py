@@ -1,0 +1,179 @@
+# Copyright 2026 The rgft_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""The train step: partial backprop over a static pattern, for one compiled program.
+
+:func:`make_train_step` returns a pure function ``step(state, batch)``. It differentiates
+only the leaves whose pattern entry is not ``False`` (the others enter the model through
+``stop_gradient``, so XLA drops their weight gradients and the backprop below the lowest
+differentiated leaf), computes weight gradients of ``K`` active groups only for int
+entries, fills the undifferentiated gradients with zeros and runs the method's optimizer
+over the whole tree, telling it the pattern (``rgft_trainable``) and whether this is a
+probe step (``rgft_observe``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from rgft_jax import ops as sparse_grad
+from rgft_jax._src import components as comp_lib
+from rgft_jax._src import residual
+
+TASKS = ("classification", "lm", "image_classification")
+
+
+class TrainState(NamedTuple):
+    """Everything a resumed run needs besides the data position."""
+
+    step: jax.Array  # int32 []
+    params: Any  # the model's nnx.Param state
+    opt_state: Any  # the method's optimizer state (error map included)
+    rng: jax.Array  # uint32 [2]: dropout stream
+    dsca: Any = None  # DSCAState when the run clusters components on probe steps
+
+
+def forward(model, batch, task, deterministic, rngs):
+    """The model's logits on ``batch`` for ``task``."""
+    if task == "image_classification":
+        return model(batch["image"], deterministic=deterministic, rngs=rngs)
+    if task == "lm":
+        return model(batch["input_ids"], batch["attention_mask"], deterministic=deterministic,
+                     rngs=rngs)
+    return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                 deterministic=deterministic, rngs=rngs)
+
+
+def loss_and_stats(logits, batch, task):
+    """Mean loss and per-example statistics used by metrics."""
+    if task == "lm":
+        logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32))
+        targets = batch["input_ids"][:, 1:]
+        nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+        mask = batch["attention_mask"][:, 1:].astype(jnp.float32)
+        if "valid" in batch:
+            mask = mask * batch["valid"][:, None].astype(jnp.float32)
+        total = jnp.sum(nll * mask)
+        count = jnp.sum(mask)
+        return total / jnp.maximum(count, 1.0), {"nll_sum": total, "tokens": count}
+    labels = batch["label"]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    valid = batch.get("valid")
+    w = jnp.ones_like(losses) if valid is None else valid.astype(jnp.float32)
+    loss = jnp.sum(losses * w) / jnp.maximum(jnp.sum(w), 1.0)
+    return loss, {"pred": jnp.argmax(logits, -1).astype(jnp.int32)}
+
+
+def _group_specs(part: comp_lib.Partition, pattern, opt_state) -> dict[str, Any]:
+    """Per kernel path: the indices of its ``K`` groups (active first), from the mask."""
+    specs = {}
+    grouped = [(i, k) for i, k in enumerate(pattern) if not isinstance(k, bool)]
+    if grouped:
+        mask = residual.error_map(opt_state).mask
+        for i, k in grouped:
+            s = part.leaves[i]
+            inactive = mask[np.asarray(s.component_ids)] <= 0
+            idx = jnp.argsort(inactive, stable=True)[:k].astype(jnp.int32)
+            specs[s.path] = sparse_grad.GroupGrad(idx, s.axis, s.n_groups)
+    return specs
+
+
+def _by_module(model, specs: dict[str, Any]) -> dict[int, Any]:
+    by_module = {}
+    for path, node in nnx.iter_graph(model):
+        key = "/".join(map(str, path)) + "/kernel"
+        if key in specs:
+            by_module[id(node)] = specs[key]
+    if len(by_module) != len(specs):
+        owned = {"/".join(map(str, p)) + "/kernel" for p, _ in nnx.iter_graph(model)}
+        raise ValueError(f"group-sparse gradients: no projection module owns "
+                         f"{sorted(set(specs) - owned)}")
+    return by_module
+
+
+def make_train_step(
+    graphdef: Any,
+    rest: Any,
+    tx: optax.GradientTransformationExtraArgs,
+    pattern: tuple[bool | int, ...],
+    observe: bool,
+    *,
+    task: str,
+    dropout: bool,
+    partition: comp_lib.Partition | None = None,
+    dsca: tuple[Any, comp_lib.Partition] | None = None,
+) -> Callable:
+    """The step ``(state, batch) -> (state, metrics, library, error_map)`` of one pattern.
+
+    Args:
+      graphdef, rest: the model's graph and its non-param state (``nnx.split``).
+      tx: the method's optimizer over the whole params tree.
+      pattern: per params leaf ``False`` / ``True`` / ``K`` (see
+        :func:`rgft_jax.training._patterns.sparse_pattern`); static.
+      observe: a probe step: the optimizer observes the gradient (``rgft_observe``).
+      task: one of :data:`TASKS`.
+      dropout: train with dropout (keys folded from ``state.rng`` and the step).
+      partition: the method's partition; needed for int pattern entries.
+      dsca: ``(DSCAConfig, partition)``: on probe steps, sketch the full gradient and update
+        the module library (``rgft_jax.dsca`` is imported only then).
+
+    Returns:
+      The step; ``metrics`` are device scalars (``loss``, ``grad_norm``, ``accuracy``),
+      ``library`` the DSCA library of a probe step (else ``None``) and ``error_map`` the
+      optimizer's :class:`rgft_jax.ErrorMap` after the update (``None`` without a mask).
+    """
+    if task not in TASKS:
+        raise ValueError(f"make_train_step: task={task!r}; allowed: {TASKS}.")
+    pattern = tuple(pattern)
+    if partition is None and any(not isinstance(k, bool) for k in pattern):
+        raise ValueError("make_train_step: int pattern entries need partition=.")
+    # What the optimizer is told: False = not differentiated in this compiled step.
+    trainable = tuple(k is not False for k in pattern)
+
+    def step(state: TrainState, batch):
+        treedef = jax.tree_util.tree_structure(state.params)
+        leaves = jax.tree_util.tree_leaves(state.params)
+        train = [x for x, t in zip(leaves, pattern) if t is not False]
+        specs = {} if partition is None else _group_specs(partition, pattern, state.opt_state)
+
+        def loss_fn(train_leaves):
+            it = iter(train_leaves)
+            full = [next(it) if t is not False else jax.lax.stop_gradient(x)
+                    for x, t in zip(leaves, pattern)]
+            model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, full), rest)
+            rngs = None
+            if dropout:
+                key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+                rngs = nnx.Rngs(dropout=key)
+            with sparse_grad.group_grads(_by_module(model, specs) if specs else {}):
+                logits = forward(model, batch, task, not dropout, rngs)
+            return loss_and_stats(logits, batch, task)
+
+        (loss, stats), g_train = jax.value_and_grad(loss_fn, has_aux=True)(train)
+        it = iter(g_train)
+        grads = jax.tree_util.tree_unflatten(
+            treedef, [next(it) if t is not False else jnp.zeros_like(x)
+                      for x, t in zip(leaves, pattern)])
+        updates, opt_state = tx.update(grads, state.opt_state, state.params,
+                                       rgft_observe=jnp.asarray(observe),
+                                       rgft_trainable=trainable)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(g_train)}
+        if task != "lm":
+            metrics["accuracy"] = jnp.mean((stats["pred"] == batch["label"]).astype(jnp.float32))
+        dsca_state, library = state.dsca, None
+        if dsca is not None and observe:  # probe step: the full gradient is here
+            from rgft_jax import dsca as dsca_lib
+
+            dsca_state, library = dsca_lib.dsca_step(state.dsca, dsca[1], grads, dsca[0])
+        new = TrainState(state.step + 1, params, opt_state, state.rng, dsca_state)
+        emap = None if partition is None else residual.error_map(opt_state)
+        return new, metrics, library, emap
+
+    return step

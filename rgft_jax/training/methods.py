@@ -1,0 +1,62 @@
+# Copyright 2026 The rgft_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Fine-tuning methods: one constructor per kind, and a registry of them by name.
+
+>>> from rgft_jax.training import methods
+>>> methods.rgft(budget=0.4, learning_rate=1e-3).label
+'rgft'
+>>> methods.get('top_layers')(2).trainable_regex(4)
+'(?:(?:^|/)layers/(?:2|3)/|final_norm/|(?:classifier|head|pooler)/)'
+>>> 'lora' in methods.names()
+True
+"""
+
+from rgft_jax.training._methods import RGFT as RGFT
+from rgft_jax.training._methods import BitFit as BitFit
+from rgft_jax.training._methods import Full as Full
+from rgft_jax.training._methods import LoRA as LoRA
+from rgft_jax.training._methods import MagnitudeMask as MagnitudeMask
+from rgft_jax.training._methods import Method as Method
+from rgft_jax.training._methods import Modules as Modules
+from rgft_jax.training._methods import Plan as Plan
+from rgft_jax.training._methods import RandomMask as RandomMask
+from rgft_jax.training._methods import RGFTChain as RGFTChain
+from rgft_jax.training._methods import TopLayers as TopLayers
+from rgft_jax.training._methods import bitfit as bitfit
+from rgft_jax.training._methods import full as full
+from rgft_jax.training._methods import get as get
+from rgft_jax.training._methods import lora as lora
+from rgft_jax.training._methods import magnitude_mask as magnitude_mask
+from rgft_jax.training._methods import modules as modules
+from rgft_jax.training._methods import names as names
+from rgft_jax.training._methods import random_mask as random_mask
+from rgft_jax.training._methods import register as register
+from rgft_jax.training._methods import rgft as rgft
+from rgft_jax.training._methods import rgft_chain as rgft_chain
+from rgft_jax.training._methods import top_layers as top_layers
+
+__all__ = [
+    "RGFT",
+    "BitFit",
+    "Full",
+    "LoRA",
+    "MagnitudeMask",
+    "Method",
+    "Modules",
+    "Plan",
+    "RGFTChain",
+    "RandomMask",
+    "TopLayers",
+    "bitfit",
+    "full",
+    "get",
+    "lora",
+    "magnitude_mask",
+    "modules",
+    "names",
+    "random_mask",
+    "register",
+    "rgft",
+    "rgft_chain",
+    "top_layers",
+]
