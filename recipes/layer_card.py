@@ -175,18 +175,18 @@ def run(cfg: CardConfig, task: _Task | None = None) -> dict:
 
 # ----------------------------------------------------------------------------- validation
 #: The adaptable matrices of a BERT layer (the card's targets): LoRA on "a layer" adapts all.
-LAYER_MATRICES = r"(?:attention/(?:query|key|value|out)|mlp/(?:up|down))$"
+LAYER_MATRICES = (r"attention/(?:query|key|value|out)$", r"mlp/(?:up|down)$")
 
 
 def lora_method(layers, rank: int, cfg: CardConfig, seed: int, name: str):
     """LoRA of rank ``rank`` on every adaptable matrix of ``layers`` (PEFT's
     ``layers_to_transform``); the task head trains too. ``alpha = 2 rank`` keeps the
     adapters' scale the same across ranks."""
-    from rgft_jax.training import Method
+    from rgft_jax.training import methods
 
-    targets = tuple(rf"(?:^|/)layers/{int(layer)}/{LAYER_MATRICES}" for layer in layers)
-    return Method("lora", name=name, learning_rate=cfg.learning_rate, lora_rank=rank,
-                  lora_alpha=2.0 * rank, lora_targets=targets, seed=seed)
+    return methods.lora(rank=rank, alpha=2.0 * rank, targets=LAYER_MATRICES,
+                        layers=tuple(layers), name=name, learning_rate=cfg.learning_rate,
+                        seed=seed)
 
 
 class _Results:

@@ -36,9 +36,10 @@ from rgft_jax._src.budget import budget_threshold
 from rgft_jax.training import _components as parts
 
 __all__ = [
-    "BitFit", "Full", "LoRA", "MagnitudeMask", "Method", "Modules", "Plan", "RGFT",
-    "RGFTChain", "RandomMask", "TopLayers", "bitfit", "full", "get", "lora", "magnitude_mask",
-    "modules", "names", "random_mask", "register", "rgft", "rgft_chain", "top_layers",
+    "BitFit", "Full", "LoRA", "Layers", "MagnitudeMask", "Method", "Modules", "Plan", "RGFT",
+    "RGFTChain", "RandomMask", "TopLayers", "bitfit", "full", "get", "layers", "lora",
+    "magnitude_mask", "modules", "names", "random_mask", "register", "rgft", "rgft_chain",
+    "top_layers",
 ]
 
 POLICIES = ("dense", "refresh", "fixed")
@@ -174,6 +175,9 @@ class LoRA(Method):
       rank: adapter rank.
       alpha: adapter scale numerator (the update is ``alpha / rank * B A``).
       targets: module-path regexes of the adapted projections.
+      layers: adapt only projections inside these layer indices (PEFT's
+        ``layers_to_transform``; e.g. a :func:`rgft_jax.layer_card.place` result); ``None``:
+        every layer.
     """
 
     kind: ClassVar[str] = "lora"
@@ -181,6 +185,7 @@ class LoRA(Method):
     rank: int = 8
     alpha: float = 16.0
     targets: tuple[str, ...] = (r"attention/query$", r"attention/value$")
+    layers: tuple[int, ...] | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -191,6 +196,17 @@ class LoRA(Method):
         self._check(isinstance(self.targets, (tuple, list)) and len(self.targets) > 0 and all(
             isinstance(t, str) for t in self.targets), "targets", "a non-empty tuple of regexes")
         object.__setattr__(self, "targets", tuple(self.targets))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", _layer_tuple(self, self.layers))
+
+    @property
+    def module_regexes(self) -> tuple[str, ...]:
+        """The regexes :func:`rgft_jax.adapters.add_lora` receives: ``targets``, restricted to
+        ``layers`` when given."""
+        if self.layers is None:
+            return self.targets
+        return tuple(rf"{_layer_prefix(self.layers)}(?:.*/)?(?:{t.lstrip('^')})"
+                     for t in self.targets)
 
     def trainable_regex(self, num_layers: int) -> str:
         from rgft_jax.adapters import LORA_TRAINABLE
@@ -200,7 +216,7 @@ class LoRA(Method):
     def prepare_model(self, model: Any) -> Any:
         from rgft_jax.adapters import add_lora
 
-        return add_lora(model, targets=self.targets, rank=self.rank, alpha=self.alpha,
+        return add_lora(model, targets=self.module_regexes, rank=self.rank, alpha=self.alpha,
                         seed=self.seed)
 
 
@@ -236,6 +252,42 @@ class TopLayers(Method):
         k = min(self.k, num_layers)
         top = "|".join(str(i) for i in range(num_layers - k, num_layers))
         return rf"(?:(?:^|/)layers/(?:{top})/|final_norm/|{parts.HEAD_REGEX[1:]})"
+
+
+def _layer_tuple(method: Method, layers: Any) -> tuple[int, ...]:
+    ok = isinstance(layers, (tuple, list, range)) and len(layers) > 0 and all(
+        _is_int(x) and x >= 0 for x in layers)
+    method._check(ok, "layers", "a non-empty sequence of layer indices >= 0")
+    return tuple(sorted({int(x) for x in layers}))
+
+
+def _layer_prefix(layers: tuple[int, ...]) -> str:
+    return rf"(?:^|/)(?:layers?|h|blocks?|blk)/(?:{'|'.join(map(str, layers))})/"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Layers(Method):
+    """Train the weights of the given layers (plus the final norm and the task head), e.g. a
+    Layer Card placement; backprop stops at the lowest of them.
+
+    Args:
+      layers: the layer indices to train.
+    """
+
+    kind: ClassVar[str] = "layers"
+
+    layers: tuple[int, ...] = (0,)
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "layers", _layer_tuple(self, self.layers))
+
+    def trainable_regex(self, num_layers: int) -> str:
+        bad = [x for x in self.layers if x >= num_layers]
+        if bad:
+            raise ValueError(f"Method {self.label!r}: layers={self.layers!r} has {bad} but the "
+                             f"model has {num_layers} layers (0 .. {num_layers - 1}).")
+        return rf"(?:{_layer_prefix(self.layers)}|final_norm/|{parts.HEAD_REGEX[1:]})"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -526,6 +578,11 @@ def top_layers(k: int = 2, **common: Any) -> TopLayers:
     return TopLayers(k=k, **common)
 
 
+def layers(layers: Any = (0,), **common: Any) -> Layers:
+    """The weights of the given layers (see :class:`Layers`)."""
+    return Layers(layers=layers, **common)
+
+
 def random_mask(update_ratio: float = 0.5, **kwargs: Any) -> RandomMask:
     """A random fixed mask over ``update_ratio`` of the parameters (see :class:`RandomMask`)."""
     return RandomMask(update_ratio=update_ratio, **kwargs)
@@ -573,7 +630,7 @@ def names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-for _ctor in (full, rgft, rgft_chain, lora, bitfit, top_layers, random_mask, magnitude_mask,
-              modules):
+for _ctor in (full, rgft, rgft_chain, lora, bitfit, top_layers, layers, random_mask,
+              magnitude_mask, modules):
     register(_ctor.__name__, _ctor)
 del _ctor

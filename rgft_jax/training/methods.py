@@ -14,6 +14,7 @@ True
 from rgft_jax.training._methods import RGFT as RGFT
 from rgft_jax.training._methods import BitFit as BitFit
 from rgft_jax.training._methods import Full as Full
+from rgft_jax.training._methods import Layers as Layers
 from rgft_jax.training._methods import LoRA as LoRA
 from rgft_jax.training._methods import MagnitudeMask as MagnitudeMask
 from rgft_jax.training._methods import Method as Method
@@ -25,6 +26,7 @@ from rgft_jax.training._methods import TopLayers as TopLayers
 from rgft_jax.training._methods import bitfit as bitfit
 from rgft_jax.training._methods import full as full
 from rgft_jax.training._methods import get as get
+from rgft_jax.training._methods import layers as layers
 from rgft_jax.training._methods import lora as lora
 from rgft_jax.training._methods import magnitude_mask as magnitude_mask
 from rgft_jax.training._methods import modules as modules
@@ -39,6 +41,7 @@ __all__ = [
     "RGFT",
     "BitFit",
     "Full",
+    "Layers",
     "LoRA",
     "MagnitudeMask",
     "Method",
@@ -50,6 +53,7 @@ __all__ = [
     "bitfit",
     "full",
     "get",
+    "layers",
     "lora",
     "magnitude_mask",
     "modules",

@@ -1,6 +1,7 @@
 """Method constructors, the registry, and what each method builds for a params tree."""
 
 import dataclasses
+import re
 
 import jax
 import numpy as np
@@ -12,7 +13,7 @@ from rgft_jax.training import _methods, methods
 
 from .conftest import NUM_HEADS, bert
 
-KINDS = ("full", "rgft", "rgft_chain", "lora", "bitfit", "top_layers", "random_mask",
+KINDS = ("full", "rgft", "rgft_chain", "lora", "bitfit", "top_layers", "layers", "random_mask",
          "magnitude_mask", "modules")
 
 
@@ -82,6 +83,25 @@ class _Embeddings(methods.Method):
 
     def trainable_regex(self, num_layers):
         return r"(?:embeddings/|^classifier/)"
+
+
+def test_chosen_layers_train_or_get_adapters_only_there():
+    # The Layer Card's path into training: full training of chosen layers (partial backprop)
+    # and LoRA restricted to them (PEFT's layers_to_transform).
+    params = _params()
+    _, _, trainable = _build(methods.layers([0]), params)
+    paths = [key_path_to_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    hit = [p for p in paths if re.search(trainable, p)]
+    assert any("layers/0/" in p for p in hit) and not any("layers/1/" in p for p in hit)
+    assert any(p.startswith("classifier/") for p in hit)
+    model = bert(2)
+    adapted = methods.lora(2, targets=(r"attention/query$", r"mlp/up$"), layers=[1]).prepare_model(
+        model)
+    assert sorted(adapted) == ["encoder/layers/1/attention/query", "encoder/layers/1/mlp/up"]
+    with pytest.raises(ValueError, match=r"layers=\(5,\) has \[5\] but the model has 2 layers"):
+        _build(methods.layers([5]), params)
+    with pytest.raises(ValueError, match="layers"):
+        methods.lora(layers=[])
 
 
 def test_a_new_method_plugs_in_through_the_registry():
