@@ -180,7 +180,9 @@ class Trainer:
         # Plain nested dicts of arrays, not nnx Variables: every compiled call flattens its
         # inputs and rebuilds its outputs, and Variable objects make that host work grow
         # with the number of leaves of params + optimizer state (same paths, same order).
-        params = nnx.to_pure_dict(params)
+        # The compiled steps donate their state: copy, so the caller's model (and any tree
+        # sharing its arrays) stays usable after training starts.
+        params = jax.tree.map(jnp.copy, nnx.to_pure_dict(params))
         self.tx, self.partition, trainable = method.build(
             params, total_steps=config.steps, num_heads=num_heads, num_layers=num_layers,
             target_ratio=target_ratio, batch_shape=batch_shape)

@@ -28,7 +28,7 @@ def test_readme_examples_run(tmp_path, monkeypatch, capsys):
     for i, block in enumerate(BLOCKS):
         exec(compile(block, f"README.md python block {i}", "exec"), namespace)
     out = capsys.readouterr().out
-    assert "Partition:" in out and "entries stored" in out
+    assert "Partition:" in out and "entries stored" in out and "| layer |" in out
     restored, tuned = namespace["restored"], namespace["tuned"]
     assert all(bool((a == b).all()) for a, b in zip(jax.tree.leaves(restored),
                                                      jax.tree.leaves(tuned)))
