@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rgft_jax.models import Projection
+from rgft_jax.models._layers import iter_children, replace_child
 
 __all__ = ["BITFIT_TRAINABLE", "LORA_TRAINABLE", "LoRAProjection", "add_lora", "merge_lora"]
 
@@ -77,19 +78,6 @@ class LoRAProjection(nnx.Module):
         return self.scale * jnp.tensordot(self.lora_a[...], self.lora_b[...], axes=1)
 
 
-def _walk(module: nnx.Module, prefix: str = ""):
-    for name, child in list(vars(module).items()):
-        path = f"{prefix}/{name}" if prefix else name
-        if isinstance(child, nnx.Module):
-            yield module, name, child, path
-            yield from _walk(child, path)
-        elif isinstance(child, (list, tuple, nnx.List)):
-            for i, c in enumerate(child):
-                if isinstance(c, nnx.Module):
-                    yield child, i, c, f"{path}/{i}"
-                    yield from _walk(c, f"{path}/{i}")
-
-
 def add_lora(
     model: nnx.Module,
     *,
@@ -117,16 +105,12 @@ def add_lora(
     rx = [re.compile(p) for p in pats]
     rngs = nnx.Rngs(seed)
     found, seen = [], []
-    for parent, key, child, path in list(_walk(model)):
+    for parent, key, child, path in list(iter_children(model)):
         if not isinstance(child, Projection):
             continue
         seen.append(path)
         if any(r.search(path) for r in rx):
-            new = LoRAProjection(child, rank, alpha, rngs=rngs)
-            if isinstance(key, int):
-                parent[key] = new
-            else:
-                setattr(parent, key, new)
+            replace_child(parent, key, LoRAProjection(child, rank, alpha, rngs=rngs))
             found.append(path)
     if not found:
         raise ValueError(
@@ -148,7 +132,7 @@ def merge_lora(model: nnx.Module) -> int:
       The number of merged adapters. The merged model computes the same function.
     """
     n = 0
-    for parent, key, child, _ in list(_walk(model)):
+    for parent, key, child, _ in list(iter_children(model)):
         if isinstance(child, LoRAProjection):
             child.kernel[...] = child.kernel[...] + child.delta().astype(child.kernel[...].dtype)
             plain = nnx.eval_shape(functools.partial(
@@ -157,9 +141,6 @@ def merge_lora(model: nnx.Module) -> int:
             plain.kernel = child.kernel
             plain.bias = child.bias
             plain.precision = child.precision
-            if isinstance(key, int):
-                parent[key] = plain
-            else:
-                setattr(parent, key, plain)
+            replace_child(parent, key, plain)
             n += 1
     return n

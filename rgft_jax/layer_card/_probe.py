@@ -29,6 +29,7 @@ from flax import nnx
 from rgft_jax._src.components import layer_of
 from rgft_jax.layer_card import _stats
 from rgft_jax.models import Projection
+from rgft_jax.models._layers import iter_children, replace_child
 
 __all__ = ["MatrixProbe", "ProbeResult", "probe"]
 
@@ -72,33 +73,16 @@ def _recording():
         _RECORD.reset(token)
 
 
-def _children(module: nnx.Module, prefix: str = ""):
-    for name, child in list(vars(module).items()):
-        path = f"{prefix}/{name}" if prefix else name
-        if isinstance(child, nnx.Module):
-            yield module, name, child, path
-            yield from _children(child, path)
-        elif isinstance(child, (list, tuple, nnx.List)):
-            for i, c in enumerate(child):
-                if isinstance(c, nnx.Module):
-                    yield child, i, c, f"{path}/{i}"
-                    yield from _children(c, f"{path}/{i}")
-
-
 def _insert_taps(model: nnx.Module, targets: str) -> list[tuple[str, Projection]]:
     rx = re.compile(targets)
     found, seen = [], []
-    for parent, key, child, path in list(_children(model)):
+    for parent, key, child, path in list(iter_children(model)):
         if not isinstance(child, Projection):
             continue
         seen.append(path)
         if rx.search(path + "/"):
             found.append((path, child))
-            tap = _Tap(child, path)
-            if isinstance(key, int):
-                parent[key] = tap
-            else:
-                setattr(parent, key, tap)
+            replace_child(parent, key, _Tap(child, path))
     if not found:
         raise ValueError(f"layer_card: targets={targets!r} match no Projection; projections: "
                          f"{seen[:12]}")

@@ -273,6 +273,30 @@ class Mlp(nnx.Module):
         return self.down(self._act(self.up(x)))
 
 
+def iter_children(module: nnx.Module, prefix: str = ""):
+    """Yields ``(parent, key, child, path)`` for every sub-module below ``module``, depth
+    first, so a wrapper (LoRA, a Layer Card tap) can replace ``child`` in place with
+    :func:`replace_child`; ``path`` is the '/'-joined module path."""
+    for name, child in list(vars(module).items()):
+        path = f"{prefix}/{name}" if prefix else name
+        if isinstance(child, nnx.Module):
+            yield module, name, child, path
+            yield from iter_children(child, path)
+        elif isinstance(child, (list, tuple, nnx.List)):
+            for i, c in enumerate(child):
+                if isinstance(c, nnx.Module):
+                    yield child, i, c, f"{path}/{i}"
+                    yield from iter_children(c, f"{path}/{i}")
+
+
+def replace_child(parent, key: str | int, new: nnx.Module) -> None:
+    """Puts ``new`` where :func:`iter_children` found a child (attribute or list slot)."""
+    if isinstance(key, int):
+        parent[key] = new
+    else:
+        setattr(parent, key, new)
+
+
 def padding_mask(attention_mask: Array | None) -> Array | None:
     """Turns a ``[B, S]`` 0/1 key mask into a boolean ``[B, 1, 1, S]`` attention mask."""
     if attention_mask is None:

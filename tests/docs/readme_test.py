@@ -13,12 +13,8 @@ BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re
 
 
 @pytest.fixture(autouse=True)
-def _cheap_codegen():
-    # As in tests/training/conftest.py: about half the compile time, the same programs.
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+def _cheap_codegen(cheap_codegen):
+    """The examples compile train steps: see ``cheap_codegen`` in tests/conftest.py."""
 
 
 def test_readme_examples_run(tmp_path, monkeypatch, capsys):

@@ -45,12 +45,8 @@ def assert_bitwise_equal(a, b) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _cheap_codegen():
-    # As in tests/training/conftest.py: halves compile time, same programs.
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+def _cheap_codegen(cheap_codegen):
+    """Every test here compiles train steps: see ``cheap_codegen`` in tests/conftest.py."""
 
 
 @pytest.fixture(scope="module")

@@ -50,11 +50,8 @@ def smoke_method(kind: str) -> methods.Method:
 
 
 @pytest.fixture(autouse=True)
-def _cheap_codegen():
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+def _cheap_codegen(cheap_codegen):
+    """Every test here compiles train steps: see ``cheap_codegen`` in tests/conftest.py."""
 
 
 def bert_config(layers: int) -> BertConfig:
