@@ -68,6 +68,12 @@ class TrainConfig:
       checkpoint_every: steps between checkpoints (0: none).
       keep_checkpoints: how many checkpoints orbax keeps.
       progress: show progress bars.
+      donate_optimizer_state: let each step write the new optimizer state into the old one's
+        buffers. ``None`` (default): yes for methods without a component mask, no for RGFT
+        and the mask baselines, whose moment freeze reads every old moment next to the
+        in-place write and makes XLA copy every donated moment (203 copies, ~180 MB per
+        MiniLM step; docs/results.md). Not donating costs one extra optimizer state of peak
+        memory instead.
     """
 
     steps: int = 100
@@ -79,6 +85,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     progress: bool = True
+    donate_optimizer_state: bool | None = None
 
     def __post_init__(self):
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
@@ -91,6 +98,9 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"TrainConfig: {name}={v!r} must be an int >= 0.")
+        if self.donate_optimizer_state not in (None, True, False):
+            raise ValueError(f"TrainConfig: donate_optimizer_state="
+                             f"{self.donate_optimizer_state!r}; allowed: None, True, False.")
 
 
 class _Compiled(NamedTuple):
@@ -271,11 +281,21 @@ class Trainer:
             self.graphdef, self.rest, self.tx, pattern, observe, task=self.config.task,
             dropout=self.config.dropout, partition=self.partition,
             dsca=None if self.dsca_config is None else (self.dsca_config, self.dsca_partition))
-        lowered = jax.jit(step, donate_argnums=0).lower(self.state, batch)
-        compiled = lowered.compile()
+        donate_opt = self.config.donate_optimizer_state
+        if donate_opt is None:
+            donate_opt = self.partition is None
+        # The optimizer state is its own argument so that it can stay undonated.
+        jitted = jax.jit(lambda rest, opt_state, b: step(rest._replace(opt_state=opt_state), b),
+                         donate_argnums=(0, 1) if donate_opt else 0)
+        lowered = jitted.lower(self.state._replace(opt_state=None), self.state.opt_state, batch)
+        run = lowered.compile()
+
+        def compiled(state, b):
+            return run(state._replace(opt_state=None), state.opt_state, b)
+
         key = (pattern, observe, tuple(sorted((k, tuple(v.shape)) for k, v in batch.items())))
-        self.accounting.record_compile(key, acc_lib.cost_flops(compiled),
-                                       acc_lib.matmul_flops(lowered), acc_lib.peak_bytes(compiled))
+        self.accounting.record_compile(key, acc_lib.cost_flops(run),
+                                       acc_lib.matmul_flops(lowered), acc_lib.peak_bytes(run))
         n = patterns.count_params(self.state.params, pattern, self.partition)
         return _Compiled(compiled, n, key)
 

@@ -23,3 +23,21 @@ def test_the_callers_model_survives_training():
     moved = jax.tree.map(lambda a, c: float(np.abs(np.asarray(a) - c).max()),
                          trainer.state.params, before)
     assert max(jax.tree.leaves(moved)) > 0  # the trainer's own copy did train
+
+
+def _old_moment_deleted(method, donate):
+    trainer = Trainer(bert(1), method, TrainConfig(steps=4, progress=False,
+                      donate_optimizer_state=donate), num_heads=NUM_HEADS, num_layers=1,
+                      num_classes=NUM_CLASSES)
+    old = jax.tree.leaves(trainer.state.opt_state)
+    trainer.train_step(batches(1)[0])
+    return any(x.is_deleted() for x in old)
+
+
+def test_optimizer_state_donation_follows_the_config():
+    # Default: donated for full fine-tuning; not for RGFT, whose moment freeze would make XLA
+    # copy every donated moment (docs/results.md). Both can be forced.
+    assert _old_moment_deleted(methods.full(), None)
+    assert not _old_moment_deleted(methods.rgft(), None)
+    assert _old_moment_deleted(methods.rgft(), True)
+    assert not _old_moment_deleted(methods.full(), False)
