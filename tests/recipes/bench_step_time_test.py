@@ -45,3 +45,13 @@ def test_bad_arguments_are_named(argv, match, capsys):
     with pytest.raises(SystemExit):
         bench_step_time.main(["--model", "tiny", *argv])
     assert match in capsys.readouterr().err
+
+
+def test_bench_probe_runs_tiny(capsys):
+    from recipes import bench_probe
+
+    med = bench_probe.main(["--batch-size", "2", "--seq-len", "8", "--steps", "2",
+                            "--layers", "1"])
+    assert set(med) == {"full", "rgft probe, state not donated (default)",
+                        "rgft probe, state donated"}
+    assert "| / full |" in capsys.readouterr().out
