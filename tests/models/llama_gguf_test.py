@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 import pytest
+from _llama_twins import transformers_gguf_twin
 
 from rgft_jax.models import llama
 from rgft_jax.models.llama import params as llama_params
@@ -93,27 +94,6 @@ def write_gguf(path: str, model, qtypes: dict[str, object] | None = None) -> Non
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-
-
-def transformers_gguf_twin(path: str):
-    """transformers' own GGUF reading (dequantise + un-permute) into a PyTorch Llama.
-
-    ``from_pretrained(..., gguf_file=...)`` would need ``accelerate``; the reader it calls,
-    ``load_gguf_checkpoint``, does not.
-    """
-    import torch
-    import transformers
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    config = transformers.LlamaConfig(**load_gguf_checkpoint(path)["config"])
-    model = transformers.LlamaForCausalLM(config)
-    tensors = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict(
-        {k: torch.as_tensor(v) for k, v in tensors.items()}, strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-    model.tie_weights()
-    model.set_attn_implementation("eager")
-    return model.eval()
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import pytest
+from _llama_twins import transformers_gguf_twin
 from flax import nnx
 
 from recipes import assets
@@ -27,27 +28,6 @@ STRINGS = (
     "  indented\tcode = x_1 ** 2  # comment",
     "naïve café — ünïcödé 😀",
 )
-
-
-def transformers_gguf_twin(path: str):
-    """transformers' own GGUF reading (dequantise + un-permute) into a PyTorch Llama.
-
-    ``from_pretrained(..., gguf_file=...)`` would need ``accelerate``; the reader it calls,
-    ``load_gguf_checkpoint``, does not.
-    """
-    import torch
-    import transformers
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    config = transformers.LlamaConfig(**load_gguf_checkpoint(path)["config"])
-    model = transformers.LlamaForCausalLM(config)
-    tensors = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict(
-        {k: torch.as_tensor(v) for k, v in tensors.items()}, strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-    model.tie_weights()
-    model.set_attn_implementation("eager")
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
