@@ -131,9 +131,10 @@ class Method:
         return None
 
     def schedule(self, total_steps: int) -> optax.Schedule:
-        warmup = int(round(self.warmup_ratio * total_steps))
+        # At least one warmup step and one decay step (a 1-step run is a valid run).
+        warmup = max(int(round(self.warmup_ratio * total_steps)), 1)
         return optax.schedules.warmup_cosine_decay_schedule(
-            0.0, self.learning_rate, max(warmup, 1), max(total_steps, warmup + 1),
+            0.0, self.learning_rate, warmup, max(total_steps, warmup + 1),
             end_value=0.1 * self.learning_rate)
 
     def base_optimizer(self, total_steps: int) -> optax.GradientTransformation:
