@@ -273,10 +273,10 @@ def analytic_costs(
     lookup stays free). Either way, backpropagating through the head to anything below it
     costs :math:`2 T |W|` more, added to the top layer's :math:`\mathrm{dx}` (paid exactly
     when a component below the head trains). Leaves above the layers but below the head (the
-    final norm) are charged it in their :math:`\mathrm{dw}` (alone they need no layer's
-    backprop, but they do need the head's; with lower components it is counted twice, an
-    overestimate of :math:`2 T |W|`). On SmolLM2-135M (V = 49,152, D = 576) the tied
-    output matmul is ~21 % of the forward pass.
+    final norm) need that backprop too, so they count as layer ``L - 1``: exact with any
+    other layer's component, and alone an overestimate by the top layer's
+    :math:`\mathrm{dx}` (training the final norm alone is rare). On SmolLM2-135M
+    (V = 49,152, D = 576) the tied output matmul is ~21 % of the forward pass.
 
     Args:
       partition: the components (``.leaves`` gives every leaf's path and shape).
@@ -382,14 +382,15 @@ def analytic_costs(
             dw[cid] += per_entry * per_group
             below[cid] |= is_below
 
+    under_head = np.zeros(C, bool)
     for spec in needs_head:
         if spec.n_groups == 0:
-            always_dw += head_dx
-        for cid in set(spec.component_ids):
-            dw[cid] += head_dx
+            lowest_always = min(lowest_always, L - 1)
+        under_head[list(spec.component_ids)] = True
     comp_layer = np.array(
-        [c.layer if c.layer >= 0 else (-1 if below[c.index] else L) for c in partition.components],
-        dtype=np.int64)
+        [c.layer if c.layer >= 0 else (-1 if below[c.index] else (L - 1 if under_head[c.index]
+                                                                    else L))
+         for c in partition.components], dtype=np.int64)
     dx = 2.0 * tokens * matrix_entries + attn_backward
     dx[L - 1] += head_dx
     forward = float((2.0 * tokens * matrix_entries + attn_forward).sum() + outside_forward)
