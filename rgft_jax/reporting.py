@@ -30,12 +30,15 @@ TABLE_COLUMNS = (
     ("seed", "seed", "{}"),
     ("accuracy", "accuracy", "{:.4f}"),
     ("macro_f1", "macro-F1", "{:.4f}"),
+    ("perplexity", "perplexity", "{:.2f}"),
+    ("retention_ratio", "retention ppl after/before", "{:.3f}"),
     ("step_time_s", "step time (s)", "{:.3f}"),
     ("step_time_ratio", "time / full", "{:.2f}"),
     ("gflops_per_step", "GFLOPs/step", "{:.1f}"),
     ("gflops_ratio", "GFLOPs / full", "{:.2f}"),
     ("update_ratio", "update ratio", "{:.3f}"),
     ("opt_state_mb", "opt state (MB)", "{:.1f}"),
+    ("peak_step_mb", "peak step memory (MB)", "{:.0f}"),
     ("compilations", "compiles", "{}"),
 )
 
@@ -113,7 +116,9 @@ def plot_error_map(
     color, lw = ("lime", 1.2) if outline == "active" else ("cyan", 0.6)
     # Shares scale with 1/C: show them relative to the uniform share 1/C.
     vmax = max(np.nanmax(g) for g, _ in grids) * c
-    fig = plt.figure(figsize=(max(3.2 * len(picks) + 1.5, 9.0), 7.5), constrained_layout=True)
+    # Taller grids for deep models, so 30 layers of cells stay legible.
+    height = 7.5 + max(0, len(grids[0][1]) - 12) * 0.12
+    fig = plt.figure(figsize=(max(3.2 * len(picks) + 1.5, 9.0), height), constrained_layout=True)
     gs = fig.add_gridspec(2, len(picks) + 1, height_ratios=[1.0, 1.1],
                           width_ratios=[1] * len(picks) + [0.06])
     im = None
@@ -130,7 +135,10 @@ def plot_error_map(
         ax.set_xticks(range(grid.shape[1]))
         ax.tick_params(axis="x", labelsize=7)
         ax.set_ylabel("layer")
-        ax.set_yticks(range(len(layers)), layers)
+        # Deep models (SmolLM2: 30 layers): label every k-th layer, at most ~16 labels.
+        every = max(1, -(-len(layers) // 16))
+        ax.set_yticks(range(0, len(layers), every), layers[::every])
+        ax.tick_params(axis="y", labelsize=7 if len(layers) > 12 else 9)
     fig.colorbar(im, cax=fig.add_subplot(gs[0, -1]), label="residual x C (1 = uniform)")
     ax = fig.add_subplot(gs[1, :])
     steps = [h[0] for h in history]

@@ -229,6 +229,7 @@ def analytic_costs(
     num_heads: int,
     head_rows: int | None = None,
     embeddings_pattern: str = EMBEDDINGS_PATTERN,
+    output_head: str | None = None,
 ) -> ComponentCosts:
     r"""Per-component and per-layer FLOPs of a transformer step from the leaf shapes.
 
@@ -263,8 +264,19 @@ def analytic_costs(
     top-1-layer / full = 0.555 against XLA's 0.344 and 0.555. The model overcounts the lowest
     trained layer a little (it pays that layer's whole backprop, XLA skips the gradient of
     its input). Element-wise work (GELU, softmax, norms) is not counted — use
-    :func:`calibrate` for measured numbers. Tied LM heads (the word embedding reused as the
-    output matmul) are not modelled either; calibrating absorbs them into ``fixed``.
+    :func:`calibrate` for measured numbers.
+
+    Language-model heads (``output_head``: the leaf of the output projection, an untied
+    ``lm_head/kernel [D, V]`` or the tied word embedding ``[V, D]``) see ``head_rows`` rows
+    (pass ``tokens``). A tied table's output matmul is counted like a matrix's: forward
+    :math:`2 T |W|` and :math:`\mathrm{dw}` :math:`2 T |W|` (its scatter-add from the input
+    lookup stays free). Either way, backpropagating through the head to anything below it
+    costs :math:`2 T |W|` more, added to the top layer's :math:`\mathrm{dx}` (paid exactly
+    when a component below the head trains). Leaves above the layers but below the head (the
+    final norm) need that backprop too, so they count as layer ``L - 1``: exact with any
+    other layer's component, and alone an overestimate by the top layer's
+    :math:`\mathrm{dx}` (training the final norm alone is rare). On SmolLM2-135M
+    (V = 49,152, D = 576) the tied output matmul is ~21 % of the forward pass.
 
     Args:
       partition: the components (``.leaves`` gives every leaf's path and shape).
@@ -279,6 +291,7 @@ def analytic_costs(
       head_rows: rows seen by leaves above the encoder (pooler, classifier); ``None``:
         ``batch`` (one pooled vector per sequence). Pass ``tokens`` for token-level heads.
       embeddings_pattern: regex telling which layer-less leaves are below the layers.
+      output_head: regex of the LM head leaf (see above); ``None``: no LM head.
 
     Returns:
       The :class:`ComponentCosts` of ``partition``'s components.
@@ -308,8 +321,16 @@ def analytic_costs(
         raise ValueError(f"analytic_costs: embeddings_pattern={embeddings_pattern!r} is not a "
                          f"valid regex: {e}.") from e
 
+    try:
+        head_rx = None if output_head is None else re.compile(output_head)
+    except re.error as e:
+        raise ValueError(f"analytic_costs: output_head={output_head!r} is not a valid regex: "
+                         f"{e}.") from e
+
     L = int(num_layers)
     C = partition.num_components
+    head_dx = 0.0  # backprop through the LM head, paid when anything below it trains
+    needs_head = []  # trained leaves between the layers and the head (the final norm)
     # Attention's score (Q K^T) and context (P V) matmuls: 2 B s^2 D FLOPs each forward; the
     # backward of each needs two matmuls of the same size (dQ, dK; dP, dV).
     attn_forward = 4.0 * batch * seq_len**2 * hidden
@@ -330,7 +351,14 @@ def analytic_costs(
         is_below = layer < 0 and emb.search(spec.path) is not None
         size = math.prod(spec.shape)
         rows = tokens if (layer >= 0 or is_below) else head_rows
-        if layer < 0 and _is_table(spec.path, name, len(spec.shape), emb):
+        is_head = head_rx is not None and layer < 0 and head_rx.search(spec.path) is not None
+        if is_head:
+            rows = head_rows
+            head_dx += 2.0 * rows * size
+        if is_head and _is_table(spec.path, name, len(spec.shape), emb):
+            per_entry = 2.0 * rows  # the tied output matmul's dW (the lookup's is free)
+            outside_forward += per_entry * size
+        elif layer < 0 and _is_table(spec.path, name, len(spec.shape), emb):
             per_entry = 0.0
         elif len(spec.shape) >= 2 and name not in ("bias", "scale"):
             per_entry = 2.0 * rows
@@ -342,6 +370,8 @@ def analytic_costs(
             per_entry = float(rows)
         if spec.frozen:  # forward only: never differentiated
             continue
+        if head_rx is not None and layer < 0 and not is_below and not is_head:
+            needs_head.append(spec)
         if spec.n_groups == 0:
             always_dw += per_entry * size
             if size:
@@ -352,10 +382,17 @@ def analytic_costs(
             dw[cid] += per_entry * per_group
             below[cid] |= is_below
 
+    under_head = np.zeros(C, bool)
+    for spec in needs_head:
+        if spec.n_groups == 0:
+            lowest_always = min(lowest_always, L - 1)
+        under_head[list(spec.component_ids)] = True
     comp_layer = np.array(
-        [c.layer if c.layer >= 0 else (-1 if below[c.index] else L) for c in partition.components],
-        dtype=np.int64)
+        [c.layer if c.layer >= 0 else (-1 if below[c.index] else (L - 1 if under_head[c.index]
+                                                                    else L))
+         for c in partition.components], dtype=np.int64)
     dx = 2.0 * tokens * matrix_entries + attn_backward
+    dx[L - 1] += head_dx
     forward = float((2.0 * tokens * matrix_entries + attn_forward).sum() + outside_forward)
     # Excluded leaves are always trained: their dW and the backprop they need are fixed.
     start = max(lowest_always, 0)

@@ -19,6 +19,12 @@ from rgft_jax._src.budget import ComponentCosts, analytic_costs
 
 #: Task heads are trained by every method and never masked: they start from scratch.
 HEAD_REGEX = r"^(?:classifier|head|pooler)/"
+#: A causal LM's output projection: an untied ``lm_head`` or, with none, the tied word
+#: embedding. It is pretrained, so not a task head: a component like any other leaf (the
+#: ``'heads'`` preset makes it a whole-leaf component; LoRA and the top-layer methods leave
+#: it frozen). The cost model counts its matmuls at one row per token.
+LM_HEAD_REGEX = r"(?:^|/)lm_head/kernel$"
+TIED_HEAD_REGEX = r"^(?:embeddings/word/embedding|embed_tokens/embedding|wte/embedding)$"
 #: Named granularities of a method's ``components=``.
 COMPONENTS = ("heads", "leaves", "layers")
 #: ``embeddings=`` -> the ``embeddings=`` of :func:`rgft_jax.components.transformer`.
@@ -35,20 +41,48 @@ def neuron_width(params: Any, preferred: int = 32) -> int | None:
     return None
 
 
+def kv_heads(params: Any) -> int | None:
+    """Key/value heads of the first ``attention/key/kernel`` ``[D, K, Dh]`` in ``params``."""
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if x.ndim == 3 and re.search(r"attention/key/kernel$", comp_lib.key_path_to_str(path)):
+            return int(x.shape[1])
+    return None
+
+
+def output_head(params: Any) -> str | None:
+    """The regex of the LM head leaf of ``params``, or ``None`` for a classifier.
+
+    A tree with a task head (:data:`HEAD_REGEX`) has no LM head; else the ``lm_head``
+    kernel, or with none the word embedding (tied LM head, as SmolLM2 and GPT-2).
+    """
+    paths = [comp_lib.key_path_to_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+        params)[0]]
+    if any(re.search(HEAD_REGEX, p) for p in paths):
+        return None
+    for rx in (LM_HEAD_REGEX, TIED_HEAD_REGEX):
+        if any(re.search(rx, p) for p in paths):
+            return rx
+    return None
+
+
 def component_rules(
     components: Any, embeddings: str, num_heads: int, params: Any = None
 ) -> tuple[comp_lib.Rule, ...]:
     """The rules of ``components`` (see :data:`COMPONENTS`), task heads excluded.
 
-    ``'heads'`` uses 32-neuron groups, or the largest smaller width that divides the MLP.
+    ``'heads'`` uses 32-neuron groups, or the largest smaller width that divides the MLP,
+    and, with ``params``, their key/value head count (grouped-query attention: SmolLM2's
+    key/value kernels are ``[576, 3, 64]`` beside ``[576, 9, 64]`` queries).
     """
     head = (comp_lib.Rule(HEAD_REGEX, exclude=True),)
     if not isinstance(components, str):
         return head + tuple(components)
     if components == "heads":
         width = 32 if params is None else neuron_width(params)
+        kv = None if params is None else kv_heads(params)
         return head + presets.transformer(
-            num_heads, neuron_width=width, embeddings=EMBEDDING_POLICIES[embeddings])
+            num_heads, num_kv_heads=kv if kv != num_heads else None, neuron_width=width,
+            embeddings=EMBEDDING_POLICIES[embeddings])
     if components == "layers":
         return head + presets.by_layer()
     return head
@@ -60,7 +94,8 @@ def costs_for(
 ) -> ComponentCosts:
     """Analytic per-component FLOPs of ``part`` for batches of ``batch_shape`` tokens.
 
-    ``who`` names the caller in errors.
+    ``who`` names the caller in errors. A causal LM's head (:func:`output_head`) sees one
+    row per token and its output matmul is counted, tied or not.
     """
     if batch_shape is None:
         raise ValueError(f"{who}: the cost model needs the batch shape: pass "
@@ -74,5 +109,7 @@ def costs_for(
         raise ValueError(f"{who}: no attention/query/kernel leaf to read the hidden size "
                          "from; budget thresholds need a transformer.")
     batch, seq_len = batch_shape
+    lm_head = output_head(params)
     return analytic_costs(part, tokens=batch * seq_len, seq_len=seq_len, batch=batch,
-                          num_layers=num_layers, hidden=hidden, num_heads=num_heads)
+                          num_layers=num_layers, hidden=hidden, num_heads=num_heads,
+                          head_rows=batch * seq_len if lm_head else None, output_head=lm_head)

@@ -145,20 +145,25 @@ class Method:
               batch_shape: tuple[int, int] | None = None) -> Plan:
         """The optimizer over the whole params tree (frozen leaves get zero updates)."""
         del num_heads, target_ratio, batch_shape
-        base = self.base_optimizer(total_steps)
-        trainable = self.trainable_regex(num_layers)
-        if trainable is None:
-            return Plan(optax.with_extra_args_support(base), None, None)
-        rx = re.compile(trainable)
-        flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-        labels = ["train" if rx.search(comp_lib.key_path_to_str(p)) else "frozen"
-                  for p, _ in flat]
-        if "train" not in labels:
-            raise ValueError(
-                f"{self.kind} {self.label!r}: its trainable regex {trainable!r} matches no leaf.")
-        tx = optax.multi_transform({"train": base, "frozen": optax.set_to_zero()},
-                                   jax.tree_util.tree_unflatten(treedef, labels))
-        return Plan(optax.with_extra_args_support(tx), None, trainable)
+        return _plan(self, params, self.base_optimizer(total_steps),
+                     self.trainable_regex(num_layers))
+
+
+def _plan(method: Method, params: Any, base: optax.GradientTransformation,
+          trainable: str | None) -> Plan:
+    """``base`` on the leaves matching ``trainable`` (all: ``None``), zero updates elsewhere."""
+    if trainable is None:
+        return Plan(optax.with_extra_args_support(base), None, None)
+    rx = re.compile(trainable)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    labels = ["train" if rx.search(comp_lib.key_path_to_str(p)) else "frozen"
+              for p, _ in flat]
+    if "train" not in labels:
+        raise ValueError(f"{method.kind} {method.label!r}: its trainable regex "
+                         f"{trainable!r} matches no leaf.")
+    tx = optax.multi_transform({"train": base, "frozen": optax.set_to_zero()},
+                               jax.tree_util.tree_unflatten(treedef, labels))
+    return Plan(optax.with_extra_args_support(tx), None, trainable)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -223,7 +228,8 @@ class LoRA(Method):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BitFit(Method):
-    """BitFit: only biases (and the task head) train."""
+    """BitFit: only biases (and the task head) train; on a model without biases (Llama),
+    its equivalent: the norm scales (:data:`NORM_SCALES_TRAINABLE`)."""
 
     kind: ClassVar[str] = "bitfit"
 
@@ -231,6 +237,17 @@ class BitFit(Method):
         from rgft_jax.adapters import BITFIT_TRAINABLE
 
         return BITFIT_TRAINABLE
+
+    def build(self, params: Any, *, total_steps: int, **kwargs: Any) -> Plan:
+        paths = [comp_lib.key_path_to_str(p)
+                 for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+        if any(p.endswith("/bias") for p in paths):
+            return super().build(params, total_steps=total_steps, **kwargs)
+        return _plan(self, params, self.base_optimizer(total_steps), NORM_SCALES_TRAINABLE)
+
+
+#: BitFit's equivalent on bias-free models (Llama): every norm scale and the task head.
+NORM_SCALES_TRAINABLE = r"(?:norm/scale$|^classifier/|^head/)"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

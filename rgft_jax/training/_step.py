@@ -26,7 +26,10 @@ from rgft_jax import ops as sparse_grad
 from rgft_jax._src import components as comp_lib
 from rgft_jax._src import residual
 
-TASKS = ("classification", "lm", "image_classification")
+TASKS = ("classification", "lm", "instruct", "image_classification")
+#: Causal-LM tasks: ``'lm'`` (perplexity) and ``'instruct'`` (prompt -> label word, scored by
+#: the highest label-word log-likelihood); both train on the next-token loss.
+LM_TASKS = ("lm", "instruct")
 
 
 class TrainState(NamedTuple):
@@ -40,34 +43,83 @@ class TrainState(NamedTuple):
 
 
 def forward(model, batch, task, deterministic, rngs):
-    """The model's logits on ``batch`` for ``task``."""
+    """The model's logits on ``batch`` for ``task``.
+
+    Causal-LM batches come in two formats: the rows of :mod:`rgft_jax.data` for decoders
+    (``input_ids``, ``targets``, ``loss_mask``, ``segment_ids``: packed documents attend only
+    within their segment, positions restart per segment) and the older ``input_ids`` +
+    ``attention_mask`` (targets are the inputs shifted by one). Choice rows of the
+    instruction evaluation (``[B, C, T]``) are flattened to ``[B * C, T]``.
+    """
     if task == "image_classification":
         return model(batch["image"], deterministic=deterministic, rngs=rngs)
-    if task == "lm":
-        return model(batch["input_ids"], batch["attention_mask"], deterministic=deterministic,
-                     rngs=rngs)
+    if task in LM_TASKS:
+        ids = batch["input_ids"]
+        if "segment_ids" in batch:
+            t = ids.shape[-1]
+            return model(ids.reshape(-1, t), segment_ids=batch["segment_ids"].reshape(-1, t),
+                         deterministic=deterministic, rngs=rngs)
+        return model(ids, batch["attention_mask"], deterministic=deterministic, rngs=rngs)
     return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
                  deterministic=deterministic, rngs=rngs)
 
 
-def loss_and_stats(logits, batch, task):
-    """Mean loss and per-example statistics used by metrics."""
-    if task == "lm":
-        logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32))
+def lm_token_nll(logits, batch):
+    """Per-row NLL sums and loss-token counts ``([N], [N])`` of a causal-LM batch (float32).
+
+    Rows with ``targets`` use them and ``loss_mask``; rows without shift ``input_ids`` and
+    weight by ``attention_mask``. ``logits`` is ``[N, T, V]`` with ``N`` the flattened rows.
+    """
+    if "targets" in batch:
+        t = batch["targets"].shape[-1]
+        targets = batch["targets"].reshape(-1, t)
+        mask = batch["loss_mask"].reshape(-1, t).astype(jnp.float32)
+    else:
+        logits = logits[:, :-1]
         targets = batch["input_ids"][:, 1:]
-        nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
         mask = batch["attention_mask"][:, 1:].astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+    nll = -jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return jnp.sum(nll * mask, axis=-1), jnp.sum(mask, axis=-1)
+
+
+def loss_and_stats(logits, batch, task):
+    """Mean loss and per-example statistics used by metrics.
+
+    ``'lm'`` / ``'instruct'``: the token-weighted next-token NLL over ``loss_mask`` (answer
+    tokens only for instruction rows), padded rows (``valid`` False) left out. Choice rows
+    (``input_ids`` ``[B, C, T]``, evaluation only) add ``pred``: the choice with the highest
+    summed log-likelihood, and score the gold choice's answer tokens as the loss.
+    """
+    if task in LM_TASKS:
+        nll, count = lm_token_nll(logits, batch)
+        stats = {}
+        if batch["input_ids"].ndim == 3:  # [B, C, T] choices: score every label word
+            b, c = batch["input_ids"].shape[:2]
+            nll, count = nll.reshape(b, c), count.reshape(b, c)
+            stats["pred"] = jnp.argmax(-nll, axis=-1).astype(jnp.int32)
+            gold = batch["label"][:, None].astype(jnp.int32)
+            nll = jnp.take_along_axis(nll, gold, axis=1)[:, 0]
+            count = jnp.take_along_axis(count, gold, axis=1)[:, 0]
         if "valid" in batch:
-            mask = mask * batch["valid"][:, None].astype(jnp.float32)
-        total = jnp.sum(nll * mask)
-        count = jnp.sum(mask)
-        return total / jnp.maximum(count, 1.0), {"nll_sum": total, "tokens": count}
+            w = batch["valid"].reshape(-1).astype(jnp.float32)
+            nll, count = nll * w, count * w
+        total, tokens = jnp.sum(nll), jnp.sum(count)
+        return total / jnp.maximum(tokens, 1.0), {"nll_sum": total, "tokens": tokens, **stats}
     labels = batch["label"]
     losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
     valid = batch.get("valid")
     w = jnp.ones_like(losses) if valid is None else valid.astype(jnp.float32)
     loss = jnp.sum(losses * w) / jnp.maximum(jnp.sum(w), 1.0)
     return loss, {"pred": jnp.argmax(logits, -1).astype(jnp.int32)}
+
+
+def cast_params(leaves, dtype):
+    """Floating leaves cast to ``dtype`` (``None``: unchanged); a list or a pytree."""
+    if dtype is None:
+        return leaves
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, leaves)
 
 
 def _group_specs(part: comp_lib.Partition, pattern, opt_state) -> dict[str, Any]:
@@ -108,6 +160,7 @@ def make_train_step(
     dropout: bool,
     partition: comp_lib.Partition | None = None,
     dsca: tuple[Any, comp_lib.Partition] | None = None,
+    compute_dtype: Any = None,
 ) -> Callable:
     """The step ``(state, batch) -> (state, metrics, library, error_map)`` of one pattern.
 
@@ -122,6 +175,9 @@ def make_train_step(
       partition: the method's partition; needed for int pattern entries.
       dsca: ``(DSCAConfig, partition)``: on probe steps, sketch the full gradient and update
         the module library (``rgft_jax.dsca`` is imported only then).
+      compute_dtype: mixed precision: the params (float32 masters, as is the optimizer
+        state) enter the forward pass cast to this dtype (e.g. ``bfloat16``); their
+        gradients come back in float32 through the cast. ``None``: as stored.
 
     Returns:
       The step; ``metrics`` are device scalars (``loss``, ``grad_norm``, ``accuracy``),
@@ -146,7 +202,8 @@ def make_train_step(
             it = iter(train_leaves)
             full = [next(it) if t is not False else jax.lax.stop_gradient(x)
                     for x, t in zip(leaves, pattern)]
-            model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, full), rest)
+            model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(
+                treedef, cast_params(full, compute_dtype)), rest)
             rngs = None
             if dropout:
                 key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -165,7 +222,7 @@ def make_train_step(
                                        rgft_trainable=trainable)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(g_train)}
-        if task != "lm":
+        if task not in LM_TASKS:
             metrics["accuracy"] = jnp.mean((stats["pred"] == batch["label"]).astype(jnp.float32))
         dsca_state, library = state.dsca, None
         if dsca is not None and observe:  # probe step: the full gradient is here

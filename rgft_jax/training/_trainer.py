@@ -59,7 +59,9 @@ class TrainConfig:
     Args:
       steps: optimizer steps.
       task: ``'classification'`` (batches with ``input_ids``, ``attention_mask``,
-        ``token_type_ids``, ``label``), ``'lm'`` (``input_ids``, ``attention_mask``) or
+        ``token_type_ids``, ``label``), ``'lm'`` (``input_ids``, ``attention_mask``, or the
+        causal-LM rows ``input_ids``, ``targets``, ``loss_mask``, ``segment_ids``),
+        ``'instruct'`` (causal-LM rows; evaluated on choice rows with a ``label``) or
         ``'image_classification'`` (``image``, ``label``).
       dropout: train with the model's dropout (``False``: deterministic forward).
       seed: seed of the dropout stream.
@@ -74,6 +76,10 @@ class TrainConfig:
         in-place write and makes XLA copy every donated moment (203 copies, ~180 MB per
         MiniLM step; docs/results.md). Not donating costs one extra optimizer state of peak
         memory instead.
+      compute_dtype: mixed precision, e.g. ``'bfloat16'``: the params are kept as float32
+        masters (so is the optimizer state) and cast to this dtype for every forward and
+        backward pass. Build the model in that dtype (e.g. ``param_dtype=jnp.bfloat16``) so
+        its activations follow. ``None``: params train in their own dtype.
     """
 
     steps: int = 100
@@ -86,6 +92,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     progress: bool = True
     donate_optimizer_state: bool | None = None
+    compute_dtype: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
@@ -101,6 +108,9 @@ class TrainConfig:
         if self.donate_optimizer_state not in (None, True, False):
             raise ValueError(f"TrainConfig: donate_optimizer_state="
                              f"{self.donate_optimizer_state!r}; allowed: None, True, False.")
+        if self.compute_dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError(f"TrainConfig: compute_dtype={self.compute_dtype!r}; allowed: "
+                             "None, 'float32', 'bfloat16', 'float16'.")
 
 
 class _Compiled(NamedTuple):
@@ -193,6 +203,10 @@ class Trainer:
         # The compiled steps donate their state: copy, so the caller's model (and any tree
         # sharing its arrays) stays usable after training starts.
         params = jax.tree.map(jnp.copy, nnx.to_pure_dict(params))
+        if config.compute_dtype is not None:  # float32 masters; steps cast for compute
+            params = jax.tree.map(
+                lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating)
+                else x, params)
         self.tx, self.partition, trainable = method.build(
             params, total_steps=config.steps, num_heads=num_heads, num_layers=num_layers,
             target_ratio=target_ratio, batch_shape=batch_shape)
@@ -280,7 +294,8 @@ class Trainer:
         step = make_train_step(
             self.graphdef, self.rest, self.tx, pattern, observe, task=self.config.task,
             dropout=self.config.dropout, partition=self.partition,
-            dsca=None if self.dsca_config is None else (self.dsca_config, self.dsca_partition))
+            dsca=None if self.dsca_config is None else (self.dsca_config, self.dsca_partition),
+            compute_dtype=self.config.compute_dtype)
         donate_opt = self.config.donate_optimizer_state
         if donate_opt is None:
             donate_opt = self.partition is None
@@ -425,7 +440,8 @@ class Trainer:
     def evaluate(self, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, Any]:
         """Exact metrics over ``batches`` (padded examples flagged by ``valid`` are ignored)."""
         if self._eval_fn is None:
-            self._eval_fn = make_eval_step(self.graphdef, self.rest, self.config.task)
+            self._eval_fn = make_eval_step(self.graphdef, self.rest, self.config.task,
+                                           self.config.compute_dtype)
         return evaluate(self._eval_fn, self.state.params, batches, task=self.config.task,
                         num_classes=self.num_classes, put=self._put_batch,
                         progress=self.config.progress)
