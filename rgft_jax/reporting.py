@@ -577,6 +577,8 @@ def plot_pareto(
             target = rs[0].get("target")
             if target is not None:
                 ax.axhline(target, color="grey", lw=0.6, ls=":")
+                ax.annotate("full FT − 1 pt", (1.0, target), xycoords=("axes fraction", "data"),
+                            ha="right", va="bottom", fontsize=7, color="grey")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("validation accuracy")
             ax.set_title(f"{regime}: accuracy vs {xlabel.split(' (')[0]}", fontsize=10)
