@@ -61,6 +61,12 @@ REFERENCE = "full"
 #: savings benchmark's sweep (seed 0, 120 steps; docs/results.md); others 3e-4.
 DEFAULT_LR = {"full": 3e-4, "top_layers": 1e-3, "rgft": 1e-3, "rgft_depth": 1e-3,
               "rgft_front": 1e-3, "lora": 1.5e-3, "bitfit": 3e-3}
+#: Anchors whose budget knob has another name (GreenTrainer's FLOPs fraction ``rho``).
+BUDGET_KNOBS = {"green_trainer": "rho"}
+#: Anchors that train a number of layers at a time: that number is the top-layers ``k`` whose
+#: cost-model FLOPs match the budget (LISA's / random-k's layers may sit lower than the top
+#: ones and cost more backprop: the measured GFLOPs say so).
+LAYER_KNOBS = {"lisa": "n_layers", "random_layers": "n_layers"}
 DEFAULT_METHODS = ("full", "top_layers", "rgft", "rgft_depth", "rgft_front", "lora", "bitfit",
                    "random_mask")
 
@@ -139,7 +145,8 @@ def accepts(ctor: Callable, arg: str) -> bool:
 def has_budget(name: str) -> bool:
     from rgft_jax.training import methods
 
-    return name == "top_layers" or accepts(methods.get(name), "budget")
+    return (name == "top_layers" or name in BUDGET_KNOBS or name in LAYER_KNOBS
+            or accepts(methods.get(name), "budget"))
 
 
 def groups(method_names: Sequence[str], budgets: Sequence[float]) -> list[tuple[str, Any]]:
@@ -235,8 +242,13 @@ def method_kwargs(name: str, budget: Any, lr: float, seed: int, steps: int, args
     kw: dict[str, Any] = dict(learning_rate=lr, name=name, seed=seed)
     if name == "top_layers":
         return {**kw, "k": top_k(budget)}
-    if accepts(ctor, "budget") and budget is not None:
-        kw["budget"] = budget
+    if budget is not None:
+        if name in BUDGET_KNOBS:
+            kw[BUDGET_KNOBS[name]] = budget
+        elif name in LAYER_KNOBS:
+            kw[LAYER_KNOBS[name]] = top_k(budget)
+        elif accepts(ctor, "budget"):
+            kw["budget"] = budget
     if name.startswith("rgft"):
         kw.update(update_every=args.update_every)
         if name != "rgft_front":

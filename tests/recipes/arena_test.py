@@ -106,6 +106,20 @@ def test_methods_join_by_name_with_their_budget_knobs():
     assert build("arena_test_anchor", 0.6).budget == 0.6
 
 
+def test_anchor_budget_knobs_by_other_names(monkeypatch):
+    from rgft_jax.training import methods
+
+    monkeypatch.setitem(arena.BUDGET_KNOBS, "full", "learning_rate")  # any known method
+    monkeypatch.setitem(arena.LAYER_KNOBS, "top_layers", "k")
+    args = argparse.Namespace(update_every=20, front=0.1)
+    assert arena.has_budget("full")
+    kw = arena.method_kwargs("full", 0.45, 1e-3, 0, 100, args, lambda b: 3)
+    assert kw["learning_rate"] == 0.45  # the budget went to the anchor's own knob
+    m = methods.get("top_layers")(**arena.method_kwargs("top_layers", 0.3, 1e-3, 0, 100, args,
+                                                        lambda b: {0.3: 1}[b]))
+    assert m.k == 1
+
+
 def test_heuristics_are_everything_but_full_and_the_library():
     recs = [{"method": m} for m in ("full", "rgft", "top_layers", "lisa", "rgft_depth")]
     assert arena.heuristics(recs) == ("top_layers", "lisa")
