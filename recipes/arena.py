@@ -154,21 +154,35 @@ def groups(method_names: Sequence[str], budgets: Sequence[float]) -> list[tuple[
     return [(m, b) for m in method_names for b in (budgets if has_budget(m) else (None,))]
 
 
+class Infeasible(Exception):
+    """A method that cannot be built at a cell's budget (e.g. below the forward pass)."""
+
+
 def run_protocol(
     store: CellStore, regimes: Sequence[str], pairs: Sequence[tuple[str, Any]],
     lrs: Callable[[str], Sequence[float]], seeds: Sequence[int],
     run_cell: Callable[[Mapping[str, Any]], Mapping], *, log: Callable[[str], None] = print,
+    skipped: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The sweep, then the seeds at the winning LR; returns the final records (winner only).
 
-    Cells already in ``store`` are not rerun.
+    Cells already in ``store`` are not rerun. A (method, budget) whose first cell raises
+    :class:`Infeasible` is skipped (nothing stored; the reason goes to ``skipped``).
     """
     final = []
     for regime in regimes:
         for method, budget in pairs:
             cell = dict(regime=regime, method=method, budget=budget)
             grid = list(lrs(method))
-            sweep = [store.run({**cell, "lr": lr, "seed": seeds[0]}, run_cell) for lr in grid]
+            try:
+                sweep = [store.run({**cell, "lr": lr, "seed": seeds[0]}, run_cell)
+                         for lr in grid]
+            except Infeasible as e:
+                msg = f"{regime} {method} @{budget}: skipped, {e}"
+                log(msg)
+                if skipped is not None:
+                    skipped.append(msg)
+                continue
             best = max(zip(grid, sweep), key=lambda p: p[1]["accuracy"])[0]
             if len(grid) > 1:
                 log(f"{regime} {method} @{budget}: LR sweep "
@@ -270,14 +284,17 @@ def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     steps = ctx.steps(regime)
     kw = method_kwargs(cell["method"], cell["budget"], cell["lr"], cell["seed"], steps, a,
                        ctx.top_k)
-    method = methods.get(cell["method"])(**kw)
     t0 = time.time()
     model = bert.from_pretrained(ctx.model_dir, num_labels=len(ctx.labels), seed=cell["seed"])
-    tr = Trainer(model, method, TrainConfig(steps=steps, seed=cell["seed"], progress=False,
-                                            log_every=1),
-                 num_heads=ctx.bcfg.num_attention_heads,
-                 num_layers=ctx.bcfg.num_hidden_layers, num_classes=len(ctx.labels),
-                 batch_shape=(a.batch_size, a.max_length))
+    try:
+        method = methods.get(cell["method"])(**kw)
+        tr = Trainer(model, method, TrainConfig(steps=steps, seed=cell["seed"],
+                                                progress=False, log_every=1),
+                     num_heads=ctx.bcfg.num_attention_heads,
+                     num_layers=ctx.bcfg.num_hidden_layers, num_classes=len(ctx.labels),
+                     batch_shape=(a.batch_size, a.max_length))
+    except ValueError as e:  # e.g. a budget below the forward pass: no mask fits
+        raise Infeasible(str(e).splitlines()[0]) from e
     it = data.TrainIterator(ctx.train_source(regime), batch_size=a.batch_size,
                             seed=cell["seed"], batch_fn=ctx.batcher)
     every = a.eval_every or max(1, steps // 8)
@@ -311,7 +328,7 @@ def heuristics(records: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
 
 
 def write_outputs(out: str, records: Sequence[Mapping[str, Any]], *, command: str,
-                  config: Mapping[str, Any]) -> dict[str, Any]:
+                  config: Mapping[str, Any], notes: Sequence[str] = ()) -> dict[str, Any]:
     """``arena.md``, ``arena.json``, ``pareto.png`` and ``curves_<regime>.png``."""
     from rgft_jax import reporting
 
@@ -344,6 +361,7 @@ def write_outputs(out: str, records: Sequence[Mapping[str, Any]], *, command: st
           "to first reach full FT's mean final accuracy minus 1 point (linear interpolation "
           "between evaluations; (k/n): seeds that reached it); acc @ equal GFLOPs: at the "
           "regime's smallest mean total GFLOPs.", ""]
+    md += [f"- {n}" for n in notes] + ([""] if notes else [])
     md += [f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in figures]
     with open(os.path.join(out, "arena.md"), "w") as f:
         f.write("\n".join(md) + "\n")
@@ -429,10 +447,11 @@ def main(argv=None) -> int:
     store = CellStore(os.path.join(a.out, "cells.jsonl"))
     print(f"arena: {len(store.done)} cells already done in {store.path}", flush=True)
     lrs = (lambda m: (DEFAULT_LR.get(m, 3e-4),)) if a.lr_grid is None else (lambda m: a.lr_grid)
+    skipped: list[str] = []
     final = run_protocol(store, a.regimes, groups(a.methods, a.budgets), lrs, a.seeds,
-                         lambda cell: run_cell(cell, ctx))
+                         lambda cell: run_cell(cell, ctx), skipped=skipped)
     payload = write_outputs(a.out, final, command=command,
-                            config={k: v for k, v in vars(a).items()})
+                            config={k: v for k, v in vars(a).items()}, notes=skipped)
     from rgft_jax import reporting
 
     print()

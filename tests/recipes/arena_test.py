@@ -71,6 +71,24 @@ def test_interrupted_arena_continues_without_double_counting(tmp_path):
     assert len({r["cell"] for r in again}) == 6
 
 
+def test_infeasible_budgets_are_skipped_and_not_stored(tmp_path):
+    path = str(tmp_path / "c.jsonl")
+    calls = []
+    ok = _fake(calls)
+
+    def run(cell):
+        if cell["method"] == "rgft":
+            raise arena.Infeasible("budget=0.3 is below the forward pass")
+        return ok(cell)
+
+    skipped = []
+    final = arena.run_protocol(arena.CellStore(path), ["low_data"], PAIRS, lambda m: (1e-3,),
+                               [0, 1], run, log=lambda s: None, skipped=skipped)
+    assert [r["method"] for r in final] == ["full", "full"]
+    assert skipped == ["low_data rgft @0.45: skipped, budget=0.3 is below the forward pass"]
+    assert len(arena.CellStore(path).done) == 2
+
+
 def test_cell_key_normalises_numbers():
     a = dict(regime="low_data", method="rgft", budget=0.45, lr=1e-3, seed=0)
     assert arena.cell_key(a) == "low_data|rgft|0.45|0.001|0"
