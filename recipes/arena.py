@@ -240,9 +240,12 @@ class Context:
         from recipes.bench_savings import top_layers_k
 
         if budget not in self._top_k:
-            self._top_k[budget] = top_layers_k(self.bcfg, len(self.labels),
-                                               (self.args.batch_size, self.args.max_length),
-                                               budget)[0]
+            k, frac = top_layers_k(self.bcfg, len(self.labels),
+                                   (self.args.batch_size, self.args.max_length), budget)
+            if frac > budget:  # not even the top layer fits
+                raise Infeasible(f"the top layer alone costs {frac:.3f} of a full step > "
+                                 f"budget {budget:g}")
+            self._top_k[budget] = k
         return self._top_k[budget]
 
 
