@@ -189,7 +189,14 @@ def run_protocol(
                     + ", ".join(f"{lr:g}: {r['accuracy']:.4f}" for lr, r in zip(grid, sweep))
                     + f" -> {best:g}")
             for seed in seeds:
-                rec = store.run({**cell, "lr": best, "seed": seed}, run_cell)
+                try:
+                    rec = store.run({**cell, "lr": best, "seed": seed}, run_cell)
+                except Infeasible as e:
+                    msg = f"{regime} {method} @{budget} seed {seed}: skipped, {e}"
+                    log(msg)
+                    if skipped is not None:
+                        skipped.append(msg)
+                    continue
                 final.append({**rec, "sweep": {f"{lr:g}": r["accuracy"]
                                                for lr, r in zip(grid, sweep)}})
     return final
@@ -403,6 +410,8 @@ def parse_args(argv=None):
     p.add_argument("--front", type=float, default=0.1,
                    help="rgft_front: fraction of the steps trained in full first")
     p.add_argument("--out", default="runs/arena")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the report from the cells already run; run nothing")
     p.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
                    help="do not keep compiled steps in <out>/jax_cache between runs")
     a = p.parse_args(argv)
@@ -437,11 +446,18 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     command = "python -m recipes.arena " + " ".join(argv if argv is not None else sys.argv[1:])
     t0 = time.time()
-    try:
-        ctx = Context(a)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if a.report_only:
+        def run(cell):
+            raise Infeasible("not run yet (--report-only)")
+    else:
+        try:
+            ctx = Context(a)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+        def run(cell):
+            return run_cell(cell, ctx)
     if a.compile_cache:  # seeds and reruns of a method compile the same programs
         import jax
 
@@ -452,7 +468,7 @@ def main(argv=None) -> int:
     lrs = (lambda m: (DEFAULT_LR.get(m, 3e-4),)) if a.lr_grid is None else (lambda m: a.lr_grid)
     skipped: list[str] = []
     final = run_protocol(store, a.regimes, groups(a.methods, a.budgets), lrs, a.seeds,
-                         lambda cell: run_cell(cell, ctx), skipped=skipped)
+                         run, skipped=skipped)
     payload = write_outputs(a.out, final, command=command,
                             config={k: v for k, v in vars(a).items()}, notes=skipped)
     from rgft_jax import reporting

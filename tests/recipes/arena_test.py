@@ -89,6 +89,27 @@ def test_infeasible_budgets_are_skipped_and_not_stored(tmp_path):
     assert len(arena.CellStore(path).done) == 2
 
 
+def test_report_only_uses_the_stored_cells(tmp_path, monkeypatch):
+    out = tmp_path / "arena"
+    store = arena.CellStore(str(out / "cells.jsonl"))
+    ev = [{"step": 2, "gflops_cum": 5.0, "train_time_s": 1.0, "accuracy": 0.6},
+          {"step": 4, "gflops_cum": 10.0, "train_time_s": 2.0, "accuracy": 0.7}]
+    for seed, acc in ((0, 0.7), (1, 0.72)):
+        store.run(dict(regime="low_data", method="full", budget=None, lr=3e-4, seed=seed),
+                  lambda c, acc=acc: {"accuracy": acc, "gflops_total": 10.0,
+                                      "train_time_s": 2.0, "evals": ev,
+                                      "history": [{"step": 1, "loss": 1.0}]})
+    rc = arena.main(["--report-only", "--out", str(out), "--methods", "full,rgft",
+                     "--budgets", "0.45", "--seeds", "0,1,2", "--lrs", "default",
+                     "--regimes", "low_data"])
+    assert rc == 0
+    md = (out / "arena.md").read_text()
+    assert "| low_data | full | - | 3e-04 | 2 | 0.7100 ± 0.0141 |" in md
+    assert "full @None seed 2: skipped, not run yet" in md
+    assert (out / "pareto.png").exists() and (out / "curves_low_data.png").exists()
+    assert len(arena.load_cells(str(out / "cells.jsonl"))) == 2
+
+
 def test_cell_key_normalises_numbers():
     a = dict(regime="low_data", method="rgft", budget=0.45, lr=1e-3, seed=0)
     assert arena.cell_key(a) == "low_data|rgft|0.45|0.001|0"
