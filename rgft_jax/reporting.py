@@ -392,7 +392,10 @@ def value_at(
       run stopped before spending ``x``, or ``x`` precedes its first evaluation).
     """
     pts = [(float(e[key]), float(e[metric])) for e in evals if key in e and metric in e]
-    if not pts or not pts[0][0] <= x <= pts[-1][0]:
+    if not pts:
+        return None
+    slack = 1e-9 * max(abs(pts[-1][0]), 1.0)  # a mean of equal totals may round past the end
+    if not pts[0][0] - slack <= x <= pts[-1][0] + slack:
         return None
     xs, ys = zip(*pts)
     return float(np.interp(x, xs, ys))

@@ -65,6 +65,11 @@ def test_value_at_equal_gflops():
     assert reporting.value_at(EVALS, 300.0) == pytest.approx(0.9)
     assert reporting.value_at(EVALS, 350.0) is None  # never spent that much
     assert reporting.value_at(EVALS, 50.0) is None
+    # The mean of equal totals can round one ulp past the last evaluation: still its value.
+    assert reporting.value_at(EVALS, 300.0 * (1 + 1e-15)) == pytest.approx(0.9)
+    g = [0.1 + 0.2] * 3
+    ev = [{"gflops_cum": 0.0, "accuracy": 0.1}, {"gflops_cum": g[0], "accuracy": 0.5}]
+    assert reporting.value_at(ev, float(np.mean(g)) + 1e-17) == pytest.approx(0.5)
 
 
 def test_ema_is_debiased():
