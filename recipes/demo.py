@@ -60,6 +60,7 @@ class DemoConfig:
     # Full fine-tuning's best rate in the savings benchmark's sweep (RGFT at 60 %: the same).
     learning_rate: float = 3e-4
     eval_examples: int = 2048  # of the held-out test split (0: all of it)
+    eval_every: int = 50  # steps between held-out evaluations (the curves; 0: only the end)
     update_every: int = 25
     # RGFT's first mask after one step: sparse steps from step 2 on (see methods.rgft).
     warmup_steps: int = 1
@@ -196,7 +197,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
           f"(evaluating on {len(eval_labels)}; majority class {majority:.3f}); "
           f"{time.time() - t0:.1f}s", flush=True)
 
-    runs, histories, figures, error_runs = [], {}, [], []
+    runs, histories, evals, figures, error_runs = [], {}, {}, [], []
     evaluate = lambda tr: tr.evaluate(eval_set)
     for seed in cfg.seeds:
         trainers, iters = [], []
@@ -220,7 +221,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             iters.append(it)
         # Lockstep: step t of every method, then t + 1, so machine noise hits all alike.
         t0 = time.time()
-        results = fit_together(trainers, iters, eval_fn=evaluate,
+        results = fit_together(trainers, iters, eval_fn=evaluate, eval_every=cfg.eval_every,
                                checkpoint_data_states=[it.get_state for it in iters])
         wall = time.time() - t0
         for name, trainer, result in zip(cfg.methods, trainers, results):
@@ -233,6 +234,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                    "wall_time_s": wall}
             runs.append(row)
             histories[f"{name} (seed {seed})"] = trainer.history
+            evals[f"{name} (seed {seed})"] = trainer.eval_history
             print(f"{name:>14} seed {seed}: acc {row['accuracy']:.4f}  macro-F1 "
                   f"{row['macro_f1']:.4f}  step {row['step_time_s']:.3f}s  "
                   f"{row['gflops_per_step']:.1f} GFLOP/step  update ratio "
@@ -249,7 +251,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             title=f"RGFT error map, {_model_name(model_dir)}, seed {seed}")
         if fig:
             figures.append(fig)
-    fig = reporting.plot_training_curves(histories, os.path.join(cfg.out, "curves.png"))
+    fig = reporting.plot_training_curves(histories, os.path.join(cfg.out, "curves.png"),
+                                         evals=evals)
     if fig:
         figures.append(fig)
     notes = [
@@ -476,6 +479,8 @@ def parse_args(argv=None) -> DemoConfig:
     p.add_argument("--eval-examples", type=int, default=None,
                    help="test examples (LM: held-out rows) to evaluate (0: the whole test split)")
     p.add_argument("--update-every", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help="steps between held-out evaluations (0: only at the end)")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
                    help="RGFT: step of the first mask refresh (0: step --update-every)")
     p.add_argument("--components", default=d.components, choices=["heads", "leaves", "layers"])
@@ -523,7 +528,8 @@ def parse_args(argv=None) -> DemoConfig:
             max_length=given(a.max_length, "max_length"),
             learning_rate=given(a.learning_rate, "learning_rate"),
             eval_examples=given(a.eval_examples, "eval_examples"),
-            update_every=given(a.update_every, "update_every"), warmup_steps=a.warmup_steps,
+            update_every=given(a.update_every, "update_every"), eval_every=a.eval_every,
+            warmup_steps=a.warmup_steps,
             components=a.components, model=a.model, train=a.train,
             test=a.test, text_column=a.text_column, label_column=a.label_column,
             out=a.out or (f"runs/demo_{a.task}" if lm else d.out),

@@ -16,11 +16,22 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ARENA_COLUMNS",
     "TABLE_COLUMNS",
+    "arena_summary",
+    "arena_table",
+    "average_histories",
+    "ema",
     "error_map_grid",
     "markdown_table",
+    "mean_std",
+    "paired_ttest",
+    "pareto_front",
     "plot_error_map",
+    "plot_pareto",
     "plot_training_curves",
+    "time_to_quality",
+    "value_at",
     "write_report",
 ]
 
@@ -193,31 +204,399 @@ def _outline_choice(drawn, masks) -> str:
     return "active" if 2 * masked > len(idx) * len(masks) else "masked"
 
 
+def ema(values: Sequence[float], weight: float = 0.9) -> np.ndarray:
+    """Exponential moving average, debiased (TensorBoard's smoothing).
+
+    ``s_t = weight * s_{t-1} + (1 - weight) * x_t`` from ``s_0 = 0``, divided by
+    ``1 - weight**t`` so that the first points are not pulled towards 0. Non-finite values
+    are skipped (the average carries over them).
+
+    Args:
+      values: the raw series.
+      weight: smoothing weight in ``[0, 1)`` (0: no smoothing).
+
+    Returns:
+      ``float64[len(values)]``.
+    """
+    if not 0 <= weight < 1:
+        raise ValueError(f"ema: weight={weight!r}; allowed: a number in [0, 1).")
+    out = np.empty(len(values))
+    acc, norm = 0.0, 0.0
+    for i, v in enumerate(values):
+        v = float(v)
+        if np.isfinite(v):
+            acc = weight * acc + (1 - weight) * v
+            norm = weight * norm + (1 - weight)
+        out[i] = acc / norm if norm > 0 else np.nan
+    return out
+
+
+def average_histories(
+    histories: Sequence[Sequence[Mapping[str, Any]]], keys: Sequence[str]
+) -> list[dict[str, float]]:
+    """The mean over runs (e.g. seeds) of ``keys`` at each ``step`` every run logged."""
+    by_step: dict[int, list[Mapping[str, Any]]] = {}
+    for hist in histories:
+        for h in hist:
+            if "step" in h:
+                by_step.setdefault(int(h["step"]), []).append(h)
+    out = []
+    for step in sorted(by_step):
+        pts = by_step[step]
+        if len(pts) < len(histories):
+            continue
+        row = {"step": step}
+        for k in keys:
+            vals = [float(p[k]) for p in pts if k in p]
+            if len(vals) == len(pts):
+                row[k] = float(np.mean(vals))
+        out.append(row)
+    return out
+
+
 def plot_training_curves(
     histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike,
-    keys: Sequence[str] = ("loss", "accuracy", "update_ratio", "step_time_s"),
+    evals: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    *, metric: str = "accuracy", smoothing: float = 0.9, title: str | None = None,
 ) -> str | None:
-    """Training curves of several runs side by side (one panel per metric)."""
+    """Smoothed training loss and held-out ``metric`` against steps and cumulative GFLOPs.
+
+    Per-batch training accuracy at batch 32 is noise; the figure shows the training loss
+    smoothed by :func:`ema` and the periodic evaluations (a Trainer's ``eval_history``).
+    Top row: against steps; bottom row: against cumulative training GFLOPs (the
+    ``gflops_cum`` the Trainer records), drawn only where the runs have it.
+
+    Args:
+      histories: label -> the run's training history (``step``, ``loss``, ``gflops_cum``).
+      path: the PNG to write.
+      evals: label -> the run's evaluations (``step``, ``metric``, ``gflops_cum``).
+      metric: the evaluation metric to draw.
+      smoothing: :func:`ema` weight of the training loss.
+      title: figure title.
+
+    Returns:
+      The path written, or ``None`` when there is nothing to draw.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in keys if any(k in h for hs in histories.values() for h in hs)]
-    if not keys:
+    evals = evals or {}
+    has_loss = any("loss" in h for hs in histories.values() for h in hs)
+    has_eval = any(metric in e for es in evals.values() for e in es)
+    if not has_loss and not has_eval:
         return None
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), constrained_layout=True)
-    axes = np.atleast_1d(axes)
-    for ax, key in zip(axes, keys):
-        for label, hist in histories.items():
-            pts = [(h["step"], h[key]) for h in hist if key in h and "step" in h]
+    xs = [("step", "step")]
+    if any("gflops_cum" in h for hs in [*histories.values(), *evals.values()] for h in hs):
+        xs.append(("gflops_cum", "cumulative training GFLOPs"))
+    fig, axes = plt.subplots(len(xs), 2, figsize=(11, 3.6 * len(xs)), squeeze=False,
+                             constrained_layout=True)
+    labels = sorted(set(histories) | set(evals), key=list({**histories, **evals}).index)
+    colors = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}
+    for row, (xkey, xlabel) in enumerate(xs):
+        ax_loss, ax_eval = axes[row]
+        for lab in labels:
+            pts = [(h[xkey], h["loss"]) for h in histories.get(lab, ())
+                   if xkey in h and "loss" in h]
             if pts:
                 x, y = zip(*pts)
-                ax.plot(x, y, label=label, lw=1.4)
-        ax.set_title(key)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+                ax_loss.plot(x, y, color=colors[lab], lw=0.5, alpha=0.25)
+                ax_loss.plot(x, ema(y, smoothing), color=colors[lab], lw=1.5, label=lab)
+            pts = [(e[xkey], e[metric]) for e in evals.get(lab, ()) if xkey in e and metric in e]
+            if pts:
+                x, y = zip(*pts)
+                ax_eval.plot(x, y, "o-", color=colors[lab], lw=1.4, ms=3, label=lab)
+        ax_loss.set_title(f"training loss (EMA {smoothing:g}; raw faint)", fontsize=10)
+        ax_eval.set_title(f"held-out validation {metric}", fontsize=10)
+        for ax in (ax_loss, ax_eval):
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+    handles = [a for a in axes.ravel() if a.get_legend_handles_labels()[0]]
+    if handles:
+        handles[-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+# ---------------------------------------------------------------------------- statistics
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and *sample* standard deviation (``ddof=1``; ``nan`` with fewer than 2 values)."""
+    v = np.asarray(values, np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
+def paired_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Paired t-test of ``a`` against ``b`` (``scipy.stats.ttest_rel``, two-sided).
+
+    Returns:
+      ``(t, p)``; ``(nan, nan)`` with fewer than 2 pairs, ``(0, 1)`` when every pair is
+      equal (no evidence of a difference; scipy would return ``nan``).
+
+    Raises:
+      ValueError: when ``a`` and ``b`` differ in length.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_ttest: {a.size} values against {b.size}; pairs need equal "
+                         "lengths.")
+    if a.size < 2:
+        return float("nan"), float("nan")
+    d = a - b
+    if np.all(d == d[0]):
+        return (0.0, 1.0) if d[0] == 0 else (float(np.sign(d[0]) * np.inf), 0.0)
+    res = stats.ttest_rel(a, b)
+    return float(res.statistic), float(res.pvalue)
+
+
+def time_to_quality(
+    evals: Sequence[Mapping[str, Any]], target: float, *, metric: str = "accuracy",
+    keys: Sequence[str] = ("gflops_cum", "train_time_s", "step"),
+) -> dict[str, float] | None:
+    """Where a run first reaches ``metric >= target``, interpolated between evaluations.
+
+    Between the last evaluation below ``target`` and the first at or above it every key is
+    interpolated linearly at the fraction where ``metric`` crosses ``target``; when the
+    first evaluation already reaches it, that evaluation's keys are returned.
+
+    Args:
+      evals: the run's evaluations in step order (a Trainer's ``eval_history``).
+      target: the quality to reach (e.g. full FT's final accuracy minus 0.01).
+      metric: the evaluation metric.
+      keys: what to report at the crossing (cumulative GFLOPs, training time, step).
+
+    Returns:
+      ``{key: value}`` at the crossing, or ``None`` when the run never reaches ``target``.
+    """
+    prev = None
+    for e in evals:
+        if metric not in e:
+            continue
+        if e[metric] >= target:
+            if prev is None or e[metric] == prev[metric]:
+                return {k: float(e[k]) for k in keys if k in e}
+            f = (target - prev[metric]) / (e[metric] - prev[metric])
+            return {k: float(prev[k] + f * (e[k] - prev[k])) for k in keys
+                    if k in e and k in prev}
+        prev = e
+    return None
+
+
+def value_at(
+    evals: Sequence[Mapping[str, Any]], x: float, *, key: str = "gflops_cum",
+    metric: str = "accuracy",
+) -> float | None:
+    """``metric`` at ``key == x`` (e.g. accuracy at equal GFLOPs), linearly interpolated.
+
+    Returns:
+      The interpolated value, or ``None`` when ``x`` lies outside the evaluated range (the
+      run stopped before spending ``x``, or ``x`` precedes its first evaluation).
+    """
+    pts = [(float(e[key]), float(e[metric])) for e in evals if key in e and metric in e]
+    if not pts:
+        return None
+    slack = 1e-9 * max(abs(pts[-1][0]), 1.0)  # a mean of equal totals may round past the end
+    if not pts[0][0] - slack <= x <= pts[-1][0] + slack:
+        return None
+    xs, ys = zip(*pts)
+    return float(np.interp(x, xs, ys))
+
+
+#: (key, header, format) of the arena table (:func:`arena_summary` rows).
+ARENA_COLUMNS = (
+    ("regime", "regime", "{}"),
+    ("method", "method", "{}"),
+    ("budget_text", "budget", "{}"),
+    ("lr", "lr", "{:.0e}"),
+    ("n", "seeds", "{}"),
+    ("acc_text", "accuracy (mean ± std)", "{}"),
+    ("p_full", "p vs full", "{:.3f}"),
+    ("vs_heuristic", "vs best heuristic", "{}"),
+    ("p_heuristic", "p vs heuristic", "{:.3f}"),
+    ("gflops_ratio", "GFLOPs / full", "{:.2f}"),
+    ("time_ratio", "time / full", "{:.2f}"),
+    ("ttq_gflops_text", "TTQ GFLOPs", "{}"),
+    ("ttq_time_text", "TTQ time (s)", "{}"),
+    ("acc_eq_text", "acc @ equal GFLOPs", "{}"),
+)
+
+
+def _pm(mean: float, std: float, fmt: str = "{:.4f}") -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    return fmt.format(mean) + ("" if not np.isfinite(std) else " ± " + fmt.format(std))
+
+
+def arena_summary(
+    records: Sequence[Mapping[str, Any]], *, reference: str = "full",
+    heuristics: Sequence[str] = (), metric: str = "accuracy", tolerance: float = 0.01,
+) -> list[dict[str, Any]]:
+    """Per (regime, method, budget): mean ± std over seeds, p-values, time-to-quality.
+
+    Each record is one finished run: ``regime``, ``method``, ``budget`` (``None`` for
+    methods without one), ``seed``, ``metric`` (final), ``gflops_total``,
+    ``train_time_s`` and ``evals`` (its ``eval_history``). Within a regime:
+
+    * ``p_full``: paired t-test (by seed) against the ``reference`` method;
+    * ``p_heuristic``: against the best of ``heuristics`` (highest mean) at the same budget
+      (``budget=None`` heuristics count at every budget), named in ``vs_heuristic``;
+    * time-to-quality: the target is the reference's mean final ``metric`` minus
+      ``tolerance``; ``ttq_gflops`` / ``ttq_time_s`` average the seeds that reach it
+      (:func:`time_to_quality`); ``ttq_reached`` counts them;
+    * ``acc_eq``: ``metric`` at equal GFLOPs, :func:`value_at` the smallest mean
+      ``gflops_total`` of the regime (every method has spent that much by its end).
+
+    Returns:
+      One dict per group (regime order, then first appearance), raw numbers and ``*_text``
+      cells for :data:`ARENA_COLUMNS`.
+    """
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["regime"], r["method"], r.get("budget")), []).append(r)
+    rows = []
+    for regime in dict.fromkeys(k[0] for k in groups):
+        keys = [k for k in groups if k[0] == regime]
+        ref = next((k for k in keys if k[1] == reference), None)
+        ref_runs = {r["seed"]: r for r in groups[ref]} if ref else {}
+        target = (float(np.mean([r[metric] for r in ref_runs.values()])) - tolerance
+                  if ref_runs else None)
+        ref_g = np.mean([r["gflops_total"] for r in ref_runs.values()]) if ref_runs else None
+        ref_t = np.mean([r["train_time_s"] for r in ref_runs.values()]) if ref_runs else None
+        g_eq = min(np.mean([r["gflops_total"] for r in groups[k]]) for k in keys)
+        means = {k: float(np.mean([r[metric] for r in groups[k]])) for k in keys}
+        for key in keys:
+            runs = sorted(groups[key], key=lambda r: r["seed"])
+            _, method, budget = key
+            acc, std = mean_std([r[metric] for r in runs])
+            row: dict[str, Any] = {
+                "regime": regime, "method": method, "budget": budget, "n": len(runs),
+                "seeds": [r["seed"] for r in runs], "lr": runs[0].get("lr"),
+                "accuracy": acc, "accuracy_std": std, "target": target,
+                "gflops_total": float(np.mean([r["gflops_total"] for r in runs])),
+                "train_time_s": float(np.mean([r["train_time_s"] for r in runs])),
+            }
+            row["budget_text"] = "-" if budget is None else f"{budget:g}"
+            row["acc_text"] = _pm(acc, std)
+            if ref_g:
+                row["gflops_ratio"] = row["gflops_total"] / ref_g
+                row["time_ratio"] = row["train_time_s"] / ref_t
+            if ref_runs and key != ref:
+                row["p_full"] = _paired(runs, ref_runs, metric)
+            cands = [k for k in keys if k[1] in heuristics and k != key
+                     and (k[2] is None or budget is None or k[2] == budget)]
+            if cands and method not in heuristics and method != reference:
+                best = max(cands, key=lambda k: means[k])
+                row["vs_heuristic"] = best[1] + ("" if best[2] is None else f"@{best[2]:g}")
+                row["p_heuristic"] = _paired(runs, {r["seed"]: r for r in groups[best]},
+                                             metric)
+            if target is not None:
+                hits = [time_to_quality(r.get("evals", ()), target, metric=metric)
+                        for r in runs]
+                ok = [h for h in hits if h is not None]
+                row["ttq_reached"] = len(ok)
+                for k, out, text in (("gflops_cum", "ttq_gflops", "ttq_gflops_text"),
+                                     ("train_time_s", "ttq_time_s", "ttq_time_text")):
+                    v, sd = mean_std([h[k] for h in ok if k in h])
+                    row[out] = v
+                    some = f" ({len(ok)}/{len(runs)})" if len(ok) < len(runs) else ""
+                    row[text] = _pm(v, sd, "{:.0f}") + some if ok else "not reached"
+            eq = [value_at(r.get("evals", ()), g_eq, metric=metric) for r in runs]
+            eq = [v for v in eq if v is not None]
+            row["acc_eq"], row["acc_eq_std"] = mean_std(eq)
+            row["gflops_eq"] = float(g_eq)
+            row["acc_eq_text"] = _pm(*mean_std(eq)) if eq else "n/a"
+            rows.append(row)
+    return rows
+
+
+def _paired(runs, ref_by_seed, metric) -> float:
+    pairs = [(r[metric], ref_by_seed[r["seed"]][metric]) for r in runs if r["seed"] in ref_by_seed]
+    if len(pairs) < 2:
+        return float("nan")
+    a, b = zip(*pairs)
+    return paired_ttest(a, b)[1]
+
+
+def arena_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The Markdown table of :func:`arena_summary` rows."""
+    rows = [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
+            for r in rows]
+    return markdown_table(rows, ARENA_COLUMNS)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point dominates (less or equal cost, higher or equal
+    accuracy, one of them strictly), by increasing cost."""
+    idx = []
+    for i, (c, a) in enumerate(points):
+        dominated = any((c2 <= c and a2 >= a and (c2 < c or a2 > a))
+                        for j, (c2, a2) in enumerate(points) if j != i)
+        if not dominated and np.isfinite(c) and np.isfinite(a):
+            idx.append(i)
+    return sorted(idx, key=lambda i: points[i][0])
+
+
+def plot_pareto(
+    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, title: str | None = None,
+) -> str | None:
+    """Accuracy against total training GFLOPs and against wall time, one row per regime.
+
+    Each point is one (method, budget) of :func:`arena_summary` with error bars of one
+    sample standard deviation over seeds (accuracy only: the costs vary little); the grey
+    line joins the Pareto front.
+
+    Returns:
+      The path written, or ``None`` when there is nothing to draw.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if np.isfinite(r.get("accuracy", np.nan))]
+    if not rows:
+        return None
+    regimes = list(dict.fromkeys(r["regime"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    markers = "o^sDvP*X<>"
+    fig, axes = plt.subplots(len(regimes), 2, figsize=(12, 4.2 * len(regimes)), squeeze=False,
+                             constrained_layout=True)
+    for row_axes, regime in zip(axes, regimes):
+        rs = [r for r in rows if r["regime"] == regime]
+        budgets = list(dict.fromkeys(r.get("budget") for r in rs))
+        for ax, (xkey, xlabel) in zip(row_axes, (("gflops_total", "total training GFLOPs"),
+                                                 ("train_time_s", "training wall time (s)"))):
+            for r in rs:
+                yerr = r.get("accuracy_std")
+                yerr = yerr if yerr is not None and np.isfinite(yerr) else None
+                b = r.get("budget")
+                ax.errorbar(r[xkey], r["accuracy"], yerr=yerr, fmt=markers[
+                    budgets.index(b) % len(markers)], color=colors[r["method"]], capsize=3,
+                    ms=6, label=r["method"] + ("" if b is None else f" @{b:g}"))
+            front = pareto_front([(r[xkey], r["accuracy"]) for r in rs])
+            if len(front) > 1:
+                ax.plot([rs[i][xkey] for i in front], [rs[i]["accuracy"] for i in front],
+                        color="grey", lw=1, ls="--", zorder=0)
+            target = rs[0].get("target")
+            if target is not None:
+                ax.axhline(target, color="grey", lw=0.6, ls=":")
+                ax.annotate("full FT − 1 pt", (1.0, target), xycoords=("axes fraction", "data"),
+                            ha="right", va="bottom", fontsize=7, color="grey")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("validation accuracy")
+            ax.set_title(f"{regime}: accuracy vs {xlabel.split(' (')[0]}", fontsize=10)
+            ax.grid(alpha=0.3)
+        row_axes[1].legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return os.fspath(path)

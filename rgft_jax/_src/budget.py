@@ -60,6 +60,7 @@ __all__ = [
     "budget_threshold",
     "budget_threshold_exact",
     "calibrate",
+    "depth_cut_threshold",
 ]
 
 #: Layer-less leaves whose path matches this are *below* the layers (layer ``-1``); the
@@ -666,3 +667,79 @@ def budget_threshold_exact(
     values = np.where(ok, values, -np.inf)
     best = np.lexsort((np.arange(len(masks)), cost, -values))[0]
     return masks[best].copy()
+
+
+def depth_cut_threshold(
+    costs: ComponentCosts, budget: float
+) -> Callable[[jax.Array], jax.Array]:
+    r"""A budgeted mask that first chooses the depth cut by residuals, then what to train in it.
+
+    Stage 1 (the cut): for every cut :math:`m \in \{-1, \dots, L - 1\}` whose backprop fits
+    the budget (``fixed + dx_tail(m) <= budget * full``) the density of training everything
+    at or above it,
+
+    .. math::
+
+      \rho_m = \frac{\sum_{\mathrm{layer}_i \ge m} r_i}
+                    {\mathrm{fixed} + \sum_{l \ge \max(m, 0)} \mathrm{dx}_l
+                     + \sum_{\mathrm{layer}_i \ge m} \mathrm{dw}_i},
+
+    and the cut of highest density is chosen (ties: the higher cut). It is an adaptive
+    "top ``k`` layers": deep when the residual mass sits low, shallow when the top layers
+    hold it. Stage 2 (inside the cut): :func:`budget_threshold` over the residuals of the
+    components at or above the cut (the others count as 0), i.e. whole layers when they fit,
+    heads / neuron groups by residual mass per FLOP when they do not. The mask never costs
+    more than ``budget * full`` (stage 2's guarantee) and may cost less: a shallow cut that
+    fits whole leaves the rest of the budget unspent. When no layer's backprop fits, only
+    the components above every layer (layer ``L``) are candidates.
+
+    Args:
+      costs: the cost model of the partition the transform uses.
+      budget: fraction of ``costs.full`` one step may cost, in ``(0, 1]``.
+
+    Returns:
+      ``residuals float32[C] -> bool[C]`` (pure ``jnp``, static shapes: traceable).
+
+    Raises:
+      ValueError: as :func:`budget_threshold`.
+
+    Example:
+      >>> costs = ComponentCosts(dw=[1.0] * 5, layer=[0, 0, 1, 1, 2], dx=[1.0, 1.0],
+      ...                        fixed=1.0)
+      >>> r = jnp.array([0.2, 0.15, 0.3, 0.15, 0.2])
+      >>> depth_cut_threshold(costs, 0.75)(r).tolist()  # the whole top layer + head
+      [False, False, True, True, True]
+      >>> budget_threshold(costs, 0.75)(r).tolist()  # most mass: spread over both layers
+      [True, False, True, False, True]
+    """
+    budget = _check_budget(costs, budget, "depth_cut_threshold")
+    inner = budget_threshold(costs, budget)
+    C, L = costs.num_components, costs.num_layers
+    cuts = np.arange(-1, L)
+    tails = np.array([costs.dx_tail(int(m)) for m in cuts])
+    above = costs.layer[None, :] >= cuts[:, None]  # [L + 1, C]
+    cost_all = costs.fixed + tails + above.astype(np.float64) @ costs.dw
+    feasible = costs.fixed + tails <= budget * costs.full
+    consts = (jnp.asarray(above, jnp.float32), jnp.asarray(cost_all, jnp.float32),
+              jnp.asarray(feasible), jnp.asarray(cuts, jnp.int32),
+              jnp.asarray(costs.layer, jnp.int32))
+    any_cut = bool(feasible.any())
+
+    def threshold(residuals: jax.Array) -> jax.Array:
+        r = jnp.asarray(residuals, jnp.float32)
+        if r.shape != (C,):
+            raise ValueError(f"depth_cut_threshold: residuals have shape {r.shape}; the costs "
+                             f"are for C={C} components.")
+        r = jnp.where(jnp.isfinite(r), jnp.maximum(r, 0.0), 0.0)
+        above_f, cost_f, feas, cut_ids, layer = consts
+        if any_cut:
+            score = jnp.where(feas, (above_f @ r) / cost_f, -jnp.inf)
+            cut = cut_ids[cut_ids.shape[0] - 1 - jnp.argmax(score[::-1])]  # ties: higher
+        else:
+            cut = jnp.int32(L)
+        return inner(jnp.where(layer >= cut, r, 0.0))
+
+    threshold.__doc__ = (f"Depth-cut budgeted mask: at most {budget:g} x {costs.full:.4g} "
+                         f"FLOPs per step over C={C} components (see depth_cut_threshold).")
+    threshold.__name__ = f"depth_cut_threshold_{budget:g}"
+    return threshold

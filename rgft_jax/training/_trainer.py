@@ -222,6 +222,10 @@ class Trainer:
                                                                             num_heads))
         self._cache: CompileCache[_Compiled] = CompileCache(config.max_compiled)
         self.history: list[dict[str, Any]] = []
+        # Periodic evaluations: step, cumulative training GFLOPs and time, and eval_fn's
+        # scalars (time-to-quality and the curves read these).
+        self.eval_history: list[dict[str, Any]] = []
+        self._gflops_total = 0.0  # cumulative XLA-counted training GFLOPs of the steps run
         self.error_history: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.module_history: list[dict[str, Any]] = []
         self._step = 0  # host mirror of state.step (reading the device's would sync)
@@ -369,6 +373,8 @@ class Trainer:
             else:
                 m.update(update_ratio=entry.n_trainable / self.accounting.total_params)
             self.accounting.record_step(entry.key, m["update_ratio"])
+            self._gflops_total += self.accounting.flops_by_pattern.get(entry.key, 0.0) / 1e9
+            m["gflops_cum"] = self._gflops_total
             if library is not None:
                 self.module_history.append({
                     "step": p["step"], "labels": np.asarray(library.labels),
@@ -422,7 +428,7 @@ class Trainer:
             self._drain()
         if eval_fn is not None and eval_every and step % eval_every == 0 and step < cfg.steps:
             self._drain()
-            self._log_scalars(step, eval_fn(self), "eval")
+            self._record_eval(step, eval_fn(self))
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             self.save(data_state() if data_state else None)
 
@@ -431,12 +437,21 @@ class Trainer:
         final = {}
         if eval_fn is not None:
             final = dict(eval_fn(self))
-            self._log_scalars(self.config.steps, final, "eval")
+            self._record_eval(self._step, final)
         if self._writer is not None:
             self._writer.flush()
         return [*self.history, {"final_eval": final}]
 
     # ------------------------------------------------------------------ evaluation
+    def _record_eval(self, step: int, values: Mapping[str, Any]) -> None:
+        """Logs an evaluation and appends its scalars to :attr:`eval_history`."""
+        self._log_scalars(step, values, "eval")
+        scalars = {k: float(v) for k, v in values.items()
+                   if isinstance(v, (int, float, np.integer, np.floating))
+                   and not isinstance(v, bool)}
+        self.eval_history.append({**scalars, "step": step, "gflops_cum": self._gflops_total,
+                                  "train_time_s": self.accounting.train_time_s})
+
     def evaluate(self, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, Any]:
         """Exact metrics over ``batches`` (padded examples flagged by ``valid`` are ignored)."""
         if self._eval_fn is None:
@@ -506,6 +521,7 @@ class Trainer:
     def _host_state(self) -> dict[str, Any]:
         """The run's accounting and histories, as JSON."""
         return {**self.accounting.to_json(), "history": self.history,
+                "eval_history": self.eval_history,
                 "error_history": [[s, r.tolist(), m.tolist()] for s, r, m in self.error_history],
                 "module_history": [{**h, "labels": np.asarray(h["labels"]).tolist()}
                                    for h in self.module_history]}
@@ -521,6 +537,9 @@ class Trainer:
         self._step, self._tracker, self._stale = int(self.state.step), None, True
         self.accounting.load_json(host)
         self.history = list(host["history"])
+        self.eval_history = list(host.get("eval_history", []))
+        self._gflops_total = sum(self.accounting.flops_by_pattern.get(k, 0.0) * n for k, n in
+                                 self.accounting.pattern_steps.items()) / 1e9
         self.error_history = [(s, np.asarray(r, np.float32), np.asarray(m, np.float32))
                               for s, r, m in host["error_history"]]
         self.module_history = [{**h, "labels": np.asarray(h["labels"], np.int32)}

@@ -64,3 +64,6 @@ __all__ = [
     "rgft_chain",
     "top_layers",
 ]
+
+# The RGFT variants register themselves (rgft_depth, rgft_front).
+from rgft_jax.training import _rgft_variants as _rgft_variants  # noqa: E402

@@ -1,0 +1,483 @@
+# Copyright 2026 The rgft_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""The arena: every method measured the same way, resumably, with statistics.
+
+A *cell* is one run: ``(regime, method, budget, lr, seed)``. Every finished cell is appended
+to ``<out>/cells.jsonl`` at once (flushed and fsynced); a rerun with the same ``--out`` reads
+the file, skips the cells already there and never counts one twice, so the arena can be
+stopped, copied to another machine and continued.
+
+Protocol, per regime and per (method, budget):
+
+1. *LR sweep*: the first seed at every learning rate of ``--lrs`` (one value: no sweep);
+2. the winner (best final validation accuracy of the sweep) at every seed of ``--seeds``
+   (the sweep's cell at the winner is reused, not rerun).
+
+Methods are any names of the methods registry (``rgft_jax.training.methods.names()``), so
+anchors registered there join by name. Methods with a budget run at every ``--budgets``
+value: ``rgft``, ``rgft_depth`` and any constructor taking ``budget``; ``top_layers`` at the
+``k`` whose FLOPs (cost model) match the budget; ``rgft_front`` spends ``--front`` of the
+steps in full steps; methods without a budget knob (``full``, ``lora``, ``bitfit``) run once.
+
+Regimes (MiniLM-L6 on CrowdFlower; batch 32 x 64 tokens):
+
+* ``low_data``: ``--low-data-examples`` training examples (a fixed random subset), ``--epochs``
+  epochs (the default steps: ``epochs * examples / batch``; GLUE's small-task regime);
+* ``one_pass``: the whole training split, ``--one-pass-steps`` steps (each example once).
+
+Every run evaluates on a fixed slice of the held-out split (``--eval-examples``) every
+``--eval-every`` steps; the results are written by the one reporting path
+(:mod:`rgft_jax.reporting`): ``arena.md`` (table: mean ± sample std over seeds, paired
+t-tests against full FT and the best heuristic at the same budget, time-to-quality to full
+FT's final accuracy minus 1 point in GFLOPs and seconds, accuracy at equal GFLOPs),
+``pareto.png`` and ``curves_<regime>.png``.
+
+    python -m recipes.arena                                   # the full protocol
+    python -m recipes.arena --regimes low_data --budgets 0.45 --seeds 0,1,2 --lrs default \\
+        --methods full,top_layers,rgft,rgft_depth,rgft_front --steps 40    # a reduced run
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+import time
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from recipes import demo
+
+REGIMES = ("low_data", "one_pass")
+#: The library's own answers to "where to train"; everything else but ``full`` is a heuristic
+#: or an anchor (the baselines of the paired test).
+LIBRARY = ("rgft", "rgft_depth", "rgft_front", "rgft_chain", "layer_card", "modules", "mftc",
+           "search")
+REFERENCE = "full"
+#: Per-method learning rates of ``--lrs default``: the best of {1e-4, 3e-4, 1e-3} in the
+#: savings benchmark's sweep (seed 0, 120 steps; docs/results.md); others 3e-4.
+DEFAULT_LR = {"full": 3e-4, "top_layers": 1e-3, "rgft": 1e-3, "rgft_depth": 1e-3,
+              "rgft_front": 1e-3, "lora": 1.5e-3, "bitfit": 3e-3}
+#: Anchors whose budget knob has another name (GreenTrainer's FLOPs fraction ``rho``).
+BUDGET_KNOBS = {"green_trainer": "rho"}
+#: Anchors that train a number of layers at a time: that number is the top-layers ``k`` whose
+#: cost-model FLOPs match the budget (LISA's / random-k's layers may sit lower than the top
+#: ones and cost more backprop: the measured GFLOPs say so).
+LAYER_KNOBS = {"lisa": "n_layers", "random_layers": "n_layers"}
+DEFAULT_METHODS = ("full", "top_layers", "rgft", "rgft_depth", "rgft_front", "lora", "bitfit",
+                   "random_mask")
+
+
+# ---------------------------------------------------------------------------- cells
+def cell_key(cell: Mapping[str, Any]) -> str:
+    """The identity of a cell: ``regime|method|budget|lr|seed`` (budget ``-`` when none)."""
+    b = "-" if cell.get("budget") is None else f"{float(cell['budget']):g}"
+    return f"{cell['regime']}|{cell['method']}|{b}|{float(cell['lr']):g}|{int(cell['seed'])}"
+
+
+def load_cells(path: str) -> dict[str, dict[str, Any]]:
+    """The finished cells of ``path`` by :func:`cell_key` (first record of a key wins; a
+    torn last line, from a run killed mid-write, is ignored)."""
+    done: dict[str, dict[str, Any]] = {}
+    if not os.path.exists(path):
+        return done
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done.setdefault(cell_key(rec), rec)
+    return done
+
+
+class CellStore:
+    """Append-only JSONL of finished cells; :meth:`run` skips the cells already stored."""
+
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.done = load_cells(path)
+        # A run killed mid-write leaves a torn last line: end it, or the next record would
+        # be glued to it and lost.
+        if os.path.exists(path) and os.path.getsize(path):
+            with open(path, "rb+") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+
+    def run(self, cell: Mapping[str, Any], fn: Callable[[Mapping[str, Any]], Mapping]) -> dict:
+        """The stored record of ``cell``, or ``fn(cell)`` appended first."""
+        key = cell_key(cell)
+        if key in self.done:
+            return self.done[key]
+        rec = {**fn(cell), **{k: cell[k] for k in ("regime", "method", "budget", "lr", "seed")}}
+        rec["cell"] = key
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.done[key] = rec
+        return rec
+
+
+def accepts(ctor: Callable, arg: str) -> bool:
+    """Whether the method constructor ``ctor`` takes keyword ``arg``: a parameter of its own,
+    or a field of the Method class it returns (``rgft(**kwargs) -> RGFT``)."""
+    try:
+        if arg in inspect.signature(ctor).parameters:
+            return True
+    except (TypeError, ValueError):
+        return False
+    try:
+        cls = typing.get_type_hints(ctor).get("return")
+    except Exception:  # unresolvable annotations: only the signature counts
+        return False
+    return arg in getattr(cls, "__dataclass_fields__", {})
+
+
+def has_budget(name: str) -> bool:
+    from rgft_jax.training import methods
+
+    return (name == "top_layers" or name in BUDGET_KNOBS or name in LAYER_KNOBS
+            or accepts(methods.get(name), "budget"))
+
+
+def groups(method_names: Sequence[str], budgets: Sequence[float]) -> list[tuple[str, Any]]:
+    """``(method, budget)`` pairs: budgeted methods at every budget, the others once."""
+    return [(m, b) for m in method_names for b in (budgets if has_budget(m) else (None,))]
+
+
+class Infeasible(Exception):
+    """A method that cannot be built at a cell's budget (e.g. below the forward pass)."""
+
+
+def run_protocol(
+    store: CellStore, regimes: Sequence[str], pairs: Sequence[tuple[str, Any]],
+    lrs: Callable[[str], Sequence[float]], seeds: Sequence[int],
+    run_cell: Callable[[Mapping[str, Any]], Mapping], *, log: Callable[[str], None] = print,
+    skipped: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The sweep, then the seeds at the winning LR; returns the final records (winner only).
+
+    Cells already in ``store`` are not rerun. A (method, budget) whose first cell raises
+    :class:`Infeasible` is skipped (nothing stored; the reason goes to ``skipped``).
+    """
+    final = []
+    for regime in regimes:
+        for method, budget in pairs:
+            cell = dict(regime=regime, method=method, budget=budget)
+            grid = list(lrs(method))
+            try:
+                sweep = [store.run({**cell, "lr": lr, "seed": seeds[0]}, run_cell)
+                         for lr in grid]
+            except Infeasible as e:
+                msg = f"{regime} {method} @{budget}: skipped, {e}"
+                log(msg)
+                if skipped is not None:
+                    skipped.append(msg)
+                continue
+            best = max(zip(grid, sweep), key=lambda p: p[1]["accuracy"])[0]
+            if len(grid) > 1:
+                log(f"{regime} {method} @{budget}: LR sweep "
+                    + ", ".join(f"{lr:g}: {r['accuracy']:.4f}" for lr, r in zip(grid, sweep))
+                    + f" -> {best:g}")
+            for seed in seeds:
+                try:
+                    rec = store.run({**cell, "lr": best, "seed": seed}, run_cell)
+                except Infeasible as e:
+                    msg = f"{regime} {method} @{budget} seed {seed}: skipped, {e}"
+                    log(msg)
+                    if skipped is not None:
+                        skipped.append(msg)
+                    continue
+                final.append({**rec, "sweep": {f"{lr:g}": r["accuracy"]
+                                               for lr, r in zip(grid, sweep)}})
+    return final
+
+
+# ---------------------------------------------------------------------------- one run
+class Context:
+    """What every cell of a regime shares: model, tokenizer, data, evaluation slice."""
+
+    def __init__(self, args):
+        from rgft_jax import data
+        from rgft_jax.models import bert
+
+        self.args = args
+        self.model_dir = demo.default_model_dir()
+        self.bcfg = bert.BertConfig.from_hf(self.model_dir)
+        dcfg = demo.DemoConfig(out=os.path.join(args.out, "demo"), max_length=args.max_length)
+        self.train_src, test_src, self.labels, _ = demo.load_data(dcfg)
+        tok = data.TextTokenizer.from_pretrained(self.model_dir, max_length=args.max_length)
+        self.batcher = data.ClassificationBatcher(tok)
+        n_eval = min(args.eval_examples, len(test_src))
+        self.eval_set = [b for i, b in enumerate(data.eval_batches(
+            test_src, batch_size=args.batch_size, batch_fn=self.batcher))
+            if i * args.batch_size < n_eval]
+        self._subsets: dict[str, Any] = {}
+        self._top_k: dict[float, int] = {}
+
+    def train_source(self, regime: str):
+        if regime == "one_pass":
+            return self.train_src
+        if regime not in self._subsets:
+            import numpy as np
+
+            n = min(self.args.low_data_examples, len(self.train_src))
+            idx = np.random.default_rng(1234).permutation(len(self.train_src))[:n]
+            self._subsets[regime] = [self.train_src[int(i)] for i in sorted(idx)]
+        return self._subsets[regime]
+
+    def steps(self, regime: str) -> int:
+        a = self.args
+        if a.steps:
+            return a.steps
+        if regime == "one_pass":
+            return a.one_pass_steps
+        return a.epochs * (min(a.low_data_examples, len(self.train_src)) // a.batch_size)
+
+    def top_k(self, budget: float) -> int:
+        from recipes.bench_savings import top_layers_k
+
+        if budget not in self._top_k:
+            k, frac = top_layers_k(self.bcfg, len(self.labels),
+                                   (self.args.batch_size, self.args.max_length), budget)
+            if frac > budget:  # not even the top layer fits
+                raise Infeasible(f"the top layer alone costs {frac:.3f} of a full step > "
+                                 f"budget {budget:g}")
+            self._top_k[budget] = k
+        return self._top_k[budget]
+
+
+def method_kwargs(name: str, budget: Any, lr: float, seed: int, steps: int, args,
+                  top_k: Callable[[float], int]) -> dict[str, Any]:
+    """The constructor keywords of ``name`` in a cell (see the module docstring)."""
+    from rgft_jax.training import methods
+
+    ctor = methods.get(name)
+    # Every Method has a seed (masks, adapter initialisation).
+    kw: dict[str, Any] = dict(learning_rate=lr, name=name, seed=seed)
+    if name == "top_layers":
+        return {**kw, "k": top_k(budget)}
+    if budget is not None:
+        if name in BUDGET_KNOBS:
+            kw[BUDGET_KNOBS[name]] = budget
+        elif name in LAYER_KNOBS:
+            kw[LAYER_KNOBS[name]] = top_k(budget)
+        elif accepts(ctor, "budget"):
+            kw["budget"] = budget
+    if name.startswith("rgft"):
+        kw.update(update_every=args.update_every)
+        if name != "rgft_front":
+            kw["warmup_steps"] = 1
+    if name == "rgft_front":
+        kw.update(front_steps=max(1, round(args.front * steps)), total_steps=steps)
+    elif accepts(ctor, "total_steps"):
+        kw["total_steps"] = steps
+    return kw
+
+
+def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    """Trains one cell; returns its record (final metrics, costs, evaluations, loss curve)."""
+    from rgft_jax import data
+    from rgft_jax.models import bert
+    from rgft_jax.training import TrainConfig, Trainer, methods
+
+    a, regime = ctx.args, cell["regime"]
+    steps = ctx.steps(regime)
+    kw = method_kwargs(cell["method"], cell["budget"], cell["lr"], cell["seed"], steps, a,
+                       ctx.top_k)
+    t0 = time.time()
+    model = bert.from_pretrained(ctx.model_dir, num_labels=len(ctx.labels), seed=cell["seed"])
+    try:
+        method = methods.get(cell["method"])(**kw)
+        tr = Trainer(model, method, TrainConfig(steps=steps, seed=cell["seed"],
+                                                progress=False, log_every=1),
+                     num_heads=ctx.bcfg.num_attention_heads,
+                     num_layers=ctx.bcfg.num_hidden_layers, num_classes=len(ctx.labels),
+                     batch_shape=(a.batch_size, a.max_length))
+    except ValueError as e:  # e.g. a budget below the forward pass: no mask fits
+        raise Infeasible(str(e).splitlines()[0]) from e
+    it = data.TrainIterator(ctx.train_source(regime), batch_size=a.batch_size,
+                            seed=cell["seed"], batch_fn=ctx.batcher)
+    every = a.eval_every or max(1, steps // 8)
+    result = tr.fit(it, eval_fn=lambda t: t.evaluate(ctx.eval_set), eval_every=every)
+    final = result[-1]["final_eval"]
+    s = tr.summary()
+    tr.close()
+    rec = {
+        "accuracy": final["accuracy"], "macro_f1": final["macro_f1"], "steps": steps,
+        "gflops_per_step": s["gflops_per_step"], "gflops_full_step": s["gflops_full_step"],
+        "gflops_total": s["gflops_per_step"] * s["steps"], "train_time_s": s["train_time_s"],
+        "step_time_s": s["step_time_s"], "update_ratio": s["update_ratio"],
+        "compilations": s["compilations"], "probe_steps": s["probe_steps"],
+        "kwargs": {k: v for k, v in kw.items() if k != "name"},
+        "evals": tr.eval_history,
+        "history": [{k: h[k] for k in ("step", "loss", "gflops_cum") if k in h}
+                    for h in tr.history],
+        "wall_s": time.time() - t0,
+    }
+    print(f"  {cell_key(cell)}: acc {rec['accuracy']:.4f}  {rec['gflops_total']:.0f} GFLOPs "
+          f"({s['gflops_per_step']:.1f}/step)  train {rec['train_time_s']:.0f}s  "
+          f"wall {rec['wall_s']:.0f}s", flush=True)
+    return rec
+
+
+# ---------------------------------------------------------------------------- report
+def heuristics(records: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The methods the library's methods are tested against: all but full FT and LIBRARY."""
+    return tuple(dict.fromkeys(r["method"] for r in records
+                               if r["method"] != REFERENCE and r["method"] not in LIBRARY))
+
+
+def write_outputs(out: str, records: Sequence[Mapping[str, Any]], *, command: str,
+                  config: Mapping[str, Any], notes: Sequence[str] = ()) -> dict[str, Any]:
+    """``arena.md``, ``arena.json``, ``pareto.png`` and ``curves_<regime>.png``."""
+    from rgft_jax import reporting
+
+    rows = reporting.arena_summary(records, reference=REFERENCE,
+                                   heuristics=heuristics(records))
+    figures = []
+    fig = reporting.plot_pareto(rows, os.path.join(out, "pareto.png"),
+                                title="arena: accuracy vs training cost (mean ± std over seeds)")
+    if fig:
+        figures.append(fig)
+    for regime in dict.fromkeys(r["regime"] for r in records):
+        hist, evals = {}, {}
+        for row in (r for r in rows if r["regime"] == regime):
+            runs = [r for r in records if r["regime"] == regime and r["method"] == row["method"]
+                    and r.get("budget") == row["budget"]]
+            label = row["method"] + ("" if row["budget"] is None else f"@{row['budget']:g}")
+            hist[label] = reporting.average_histories([r["history"] for r in runs],
+                                                      ("loss", "gflops_cum"))
+            evals[label] = reporting.average_histories([r["evals"] for r in runs],
+                                                       ("accuracy", "gflops_cum"))
+        fig = reporting.plot_training_curves(
+            hist, os.path.join(out, f"curves_{regime}.png"), evals=evals,
+            title=f"{regime}: mean over seeds")
+        if fig:
+            figures.append(fig)
+    table = reporting.arena_table(rows)
+    md = ["# Arena", "", f"`{command}`", "", table, "",
+          "accuracy: final validation accuracy, mean ± sample std (ddof = 1) over seeds; "
+          "p: paired t-test (scipy.stats.ttest_rel) by seed; TTQ: training GFLOPs / seconds "
+          "to first reach full FT's mean final accuracy minus 1 point (linear interpolation "
+          "between evaluations; (k/n): seeds that reached it); acc @ equal GFLOPs: at the "
+          "regime's smallest mean total GFLOPs.", ""]
+    md += [f"- {n}" for n in notes] + ([""] if notes else [])
+    md += [f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in figures]
+    with open(os.path.join(out, "arena.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    payload = {"command": command, "config": dict(config), "rows": rows,
+               "figures": [os.path.basename(f) for f in figures]}
+    with open(os.path.join(out, "arena.json"), "w") as f:
+        json.dump(payload, f, indent=1, default=str)
+    return payload
+
+
+# ---------------------------------------------------------------------------- CLI
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m recipes.arena", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma list of registered method names (full first is best: it is "
+                        "the reference)")
+    p.add_argument("--budgets", default="0.3,0.45,0.6",
+                   help="FLOPs fractions of full FT for methods with a budget")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--regimes", default=",".join(REGIMES))
+    p.add_argument("--lrs", default="1e-4,3e-4,1e-3",
+                   help="LR sweep grid (one value: no sweep; 'default': each method's "
+                        "DEFAULT_LR)")
+    p.add_argument("--steps", type=int, default=0,
+                   help="steps of every run (0: the regime's own: epochs x subset / batch, "
+                        "or --one-pass-steps)")
+    p.add_argument("--low-data-examples", type=int, default=2048)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--one-pass-steps", type=int, default=120)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--eval-examples", type=int, default=512)
+    p.add_argument("--eval-every", type=int, default=0, help="0: steps // 8")
+    p.add_argument("--update-every", type=int, default=20, help="RGFT refresh interval")
+    p.add_argument("--front", type=float, default=0.1,
+                   help="rgft_front: fraction of the steps trained in full first")
+    p.add_argument("--out", default="runs/arena")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the report from the cells already run; run nothing")
+    p.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
+                   help="do not keep compiled steps in <out>/jax_cache between runs")
+    a = p.parse_args(argv)
+    from rgft_jax.training import methods
+
+    a.methods = tuple(m for m in a.methods.split(",") if m)
+    bad = [m for m in a.methods if m not in methods.names()]
+    if bad or not a.methods:
+        p.error(f"--methods: {bad or 'none'} not registered; allowed: "
+                f"{', '.join(methods.names())}.")
+    a.regimes = tuple(r for r in a.regimes.split(",") if r)
+    if not a.regimes or any(r not in REGIMES for r in a.regimes):
+        p.error(f"--regimes {','.join(a.regimes)!r}; allowed: {', '.join(REGIMES)}.")
+    try:
+        a.budgets = tuple(float(b) for b in a.budgets.split(",") if b)
+        a.seeds = tuple(int(s) for s in a.seeds.split(",") if s)
+        a.lr_grid = None if a.lrs == "default" else tuple(float(x) for x in a.lrs.split(","))
+    except ValueError as e:
+        p.error(str(e))
+    if not a.budgets or any(not 0 < b <= 1 for b in a.budgets):
+        p.error(f"--budgets {a.budgets}: each must be in (0, 1].")
+    if not a.seeds:
+        p.error("--seeds: at least one seed.")
+    if a.lr_grid is not None and (not a.lr_grid or any(not lr > 0 for lr in a.lr_grid)):
+        p.error(f"--lrs {a.lrs!r}: learning rates must be > 0.")
+    if not 0 <= a.front < 1:
+        p.error(f"--front {a.front}: must be in [0, 1).")
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    command = "python -m recipes.arena " + " ".join(argv if argv is not None else sys.argv[1:])
+    t0 = time.time()
+    if a.report_only:
+        def run(cell):
+            raise Infeasible("not run yet (--report-only)")
+    else:
+        try:
+            ctx = Context(a)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+        def run(cell):
+            return run_cell(cell, ctx)
+    if a.compile_cache:  # seeds and reruns of a method compile the same programs
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", os.path.join(a.out, "jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    store = CellStore(os.path.join(a.out, "cells.jsonl"))
+    print(f"arena: {len(store.done)} cells already done in {store.path}", flush=True)
+    lrs = (lambda m: (DEFAULT_LR.get(m, 3e-4),)) if a.lr_grid is None else (lambda m: a.lr_grid)
+    skipped: list[str] = []
+    final = run_protocol(store, a.regimes, groups(a.methods, a.budgets), lrs, a.seeds,
+                         run, skipped=skipped)
+    payload = write_outputs(a.out, final, command=command,
+                            config={k: v for k, v in vars(a).items()}, notes=skipped)
+    from rgft_jax import reporting
+
+    print()
+    print(reporting.arena_table(payload["rows"]))
+    print(f"\n{time.time() - t0:.0f}s; {a.out}/arena.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

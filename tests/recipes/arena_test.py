@@ -1,0 +1,183 @@
+"""The arena's runner: resumable, never double-counting, sweep then seeds, methods by name."""
+
+import argparse
+import json
+
+import pytest
+
+from recipes import arena
+
+
+def _fake(calls, fail_after=None):
+    def run(cell):
+        if fail_after is not None and len(calls) >= fail_after:
+            raise KeyboardInterrupt  # the machine went away mid-arena
+        calls.append(arena.cell_key(cell))
+        acc = 0.5 + cell["lr"] * 100 + 0.01 * cell["seed"]  # the larger LR wins the sweep
+        return {"accuracy": acc, "gflops_total": 10.0, "train_time_s": 1.0, "evals": [],
+                "history": []}
+    return run
+
+
+PAIRS = [("full", None), ("rgft", 0.45)]
+
+
+def _protocol(store, run, seeds=(0, 1, 2), lrs=(1e-4, 1e-3)):
+    return arena.run_protocol(store, ["low_data"], PAIRS, lambda m: lrs, list(seeds), run,
+                              log=lambda s: None)
+
+
+def test_sweep_then_seeds_at_the_winner(tmp_path):
+    calls = []
+    final = _protocol(arena.CellStore(str(tmp_path / "c.jsonl")), _fake(calls))
+    # Per pair: 2 sweep cells (seed 0), then seeds 1 and 2 at the winner (seed 0 reused).
+    assert len(calls) == 8 == len(set(calls))
+    assert [r["lr"] for r in final] == [1e-3] * 6
+    assert [r["seed"] for r in final] == [0, 1, 2, 0, 1, 2]
+    assert final[0]["sweep"] == {"0.0001": pytest.approx(0.51), "0.001": pytest.approx(0.6)}
+
+
+def test_rerun_skips_finished_cells(tmp_path):
+    path = str(tmp_path / "c.jsonl")
+    first = _protocol(arena.CellStore(path), _fake([]))
+    calls = []
+    again = _protocol(arena.CellStore(path), _fake(calls))
+    assert calls == []
+    assert [r["cell"] for r in again] == [r["cell"] for r in first]
+    with open(path) as f:
+        assert sum(1 for _ in f) == 8
+
+
+def test_interrupted_arena_continues_without_double_counting(tmp_path):
+    path = str(tmp_path / "c.jsonl")
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        _protocol(arena.CellStore(path), _fake(calls, fail_after=3))
+    assert len(calls) == 3
+    with open(path, "a") as f:
+        f.write('{"regime": "low_data", "meth')  # a torn line from a kill mid-write
+    more = []
+    final = _protocol(arena.CellStore(path), _fake(more))
+    assert len(more) == 5 and not set(more) & set(calls)
+    # A record appended twice (e.g. two machines) still counts once.
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip().endswith("}")]
+    with open(path, "a") as f:
+        f.write(lines[0])
+    store = arena.CellStore(path)
+    assert len(store.done) == 8
+    again = _protocol(store, _fake([]))
+    assert len(again) == len(final) == 6
+    assert len({r["cell"] for r in again}) == 6
+
+
+def test_infeasible_budgets_are_skipped_and_not_stored(tmp_path):
+    path = str(tmp_path / "c.jsonl")
+    calls = []
+    ok = _fake(calls)
+
+    def run(cell):
+        if cell["method"] == "rgft":
+            raise arena.Infeasible("budget=0.3 is below the forward pass")
+        return ok(cell)
+
+    skipped = []
+    final = arena.run_protocol(arena.CellStore(path), ["low_data"], PAIRS, lambda m: (1e-3,),
+                               [0, 1], run, log=lambda s: None, skipped=skipped)
+    assert [r["method"] for r in final] == ["full", "full"]
+    assert skipped == ["low_data rgft @0.45: skipped, budget=0.3 is below the forward pass"]
+    assert len(arena.CellStore(path).done) == 2
+
+
+def test_report_only_uses_the_stored_cells(tmp_path, monkeypatch):
+    out = tmp_path / "arena"
+    store = arena.CellStore(str(out / "cells.jsonl"))
+    ev = [{"step": 2, "gflops_cum": 5.0, "train_time_s": 1.0, "accuracy": 0.6},
+          {"step": 4, "gflops_cum": 10.0, "train_time_s": 2.0, "accuracy": 0.7}]
+    for seed, acc in ((0, 0.7), (1, 0.72)):
+        store.run(dict(regime="low_data", method="full", budget=None, lr=3e-4, seed=seed),
+                  lambda c, acc=acc: {"accuracy": acc, "gflops_total": 10.0,
+                                      "train_time_s": 2.0, "evals": ev,
+                                      "history": [{"step": 1, "loss": 1.0}]})
+    rc = arena.main(["--report-only", "--out", str(out), "--methods", "full,rgft",
+                     "--budgets", "0.45", "--seeds", "0,1,2", "--lrs", "default",
+                     "--regimes", "low_data"])
+    assert rc == 0
+    md = (out / "arena.md").read_text()
+    assert "| low_data | full | - | 3e-04 | 2 | 0.7100 ± 0.0141 |" in md
+    assert "full @None seed 2: skipped, not run yet" in md
+    assert (out / "pareto.png").exists() and (out / "curves_low_data.png").exists()
+    assert len(arena.load_cells(str(out / "cells.jsonl"))) == 2
+
+
+def test_cell_key_normalises_numbers():
+    a = dict(regime="low_data", method="rgft", budget=0.45, lr=1e-3, seed=0)
+    assert arena.cell_key(a) == "low_data|rgft|0.45|0.001|0"
+    assert arena.cell_key({**a, "budget": None}) == "low_data|rgft|-|0.001|0"
+    assert arena.cell_key(json.loads(json.dumps(a))) == arena.cell_key(a)
+
+
+def test_methods_join_by_name_with_their_budget_knobs():
+    args = argparse.Namespace(update_every=20, front=0.1)
+    top_k = lambda b: {0.45: 2}[b]
+    assert arena.has_budget("rgft") and arena.has_budget("rgft_depth")
+    assert arena.has_budget("top_layers") and not arena.has_budget("full")
+    assert arena.groups(["full", "rgft", "top_layers"], [0.3, 0.45]) == [
+        ("full", None), ("rgft", 0.3), ("rgft", 0.45), ("top_layers", 0.3),
+        ("top_layers", 0.45)]
+    from rgft_jax.training import methods
+
+    def build(name, budget):
+        kw = arena.method_kwargs(name, budget, 1e-3, 2, 100, args, top_k)
+        return methods.get(name)(**kw)
+
+    m = build("top_layers", 0.45)
+    assert (m.k, m.learning_rate, m.seed) == (2, 1e-3, 2)
+    m = build("rgft", 0.45)
+    assert (m.budget, m.warmup_steps, m.update_every) == (0.45, 1, 20)
+    m = build("rgft_front", 0.45)
+    assert m.warmup_steps == 10 and m.budget == pytest.approx(0.35 / 0.9)
+    assert build("full", None).label == "full"
+    # A newly registered method (an anchor) joins by name, its budget passed when it has one.
+    methods.register("arena_test_anchor", lambda budget=1.0, **kw: methods.rgft(
+        budget=budget, **kw), replace=True)
+    assert arena.has_budget("arena_test_anchor")
+    assert build("arena_test_anchor", 0.6).budget == 0.6
+
+
+def test_anchor_budget_knobs_by_other_names(monkeypatch):
+    from rgft_jax.training import methods
+
+    monkeypatch.setitem(arena.BUDGET_KNOBS, "full", "learning_rate")  # any known method
+    monkeypatch.setitem(arena.LAYER_KNOBS, "top_layers", "k")
+    args = argparse.Namespace(update_every=20, front=0.1)
+    assert arena.has_budget("full")
+    kw = arena.method_kwargs("full", 0.45, 1e-3, 0, 100, args, lambda b: 3)
+    assert kw["learning_rate"] == 0.45  # the budget went to the anchor's own knob
+    m = methods.get("top_layers")(**arena.method_kwargs("top_layers", 0.3, 1e-3, 0, 100, args,
+                                                        lambda b: {0.3: 1}[b]))
+    assert m.k == 1
+
+
+def test_heuristics_are_everything_but_full_and_the_library():
+    recs = [{"method": m} for m in ("full", "rgft", "top_layers", "lisa", "rgft_depth")]
+    assert arena.heuristics(recs) == ("top_layers", "lisa")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--methods", "nope"], "not registered"),
+    (["--regimes", "tiny"], "allowed: low_data, one_pass"),
+    (["--budgets", "0,0.45"], "must be in"),
+    (["--lrs", "-1"], "must be > 0"),
+])
+def test_bad_flags_are_refused(argv, match, capsys):
+    with pytest.raises(SystemExit):
+        arena.parse_args(argv)
+    assert match in capsys.readouterr().err
+
+
+def test_reduced_run_flags_parse():
+    a = arena.parse_args(["--methods", "full,rgft", "--budgets", "0.45", "--seeds", "0,1,2",
+                          "--regimes", "low_data", "--steps", "40", "--lrs", "default"])
+    assert (a.methods, a.budgets, a.seeds, a.regimes, a.steps, a.lr_grid) == (
+        ("full", "rgft"), (0.45,), (0, 1, 2), ("low_data",), 40, None)
