@@ -22,8 +22,18 @@ import numpy as np
 
 from rgft_jax.training import _flops as flops_lib
 
-#: Accounting key of a compiled step: ``(pattern, observe, ((batch key, shape), ...))``.
+#: Accounting key of a compiled step: ``(pattern, observe, ((batch key, shape), ...))``; an
+#: activation-cache step has one more pair, ``('cache_fill', (cut,))`` or
+#: ``('cache_hit', (cut,))`` (see :mod:`rgft_jax.training._cache`).
 Key = tuple
+
+
+def cache_mode(key: Key) -> str | None:
+    """``'fill'``, ``'hit'`` or ``None``: the activation-cache mode of a step's key."""
+    for name, _ in key[2]:
+        if name in ("cache_fill", "cache_hit"):
+            return name[len("cache_"):]
+    return None
 
 
 def cost_flops(stage) -> float:
@@ -133,7 +143,21 @@ class Accounting:
             "total_params": self.total_params,
             "peak_step_bytes": self.peak_bytes,
             "update_ratio": self.ratio_sum / steps if steps else 1.0,
+            **self._cache_summary(),
         }
+
+    def _cache_summary(self) -> dict[str, Any]:
+        """Activation-cache steps and the mean XLA GFLOPs of its hit steps."""
+        n = {"fill": 0, "hit": 0}
+        hit_flops = 0.0
+        for k, c in self.pattern_steps.items():
+            mode = cache_mode(k)
+            if mode is not None:
+                n[mode] += c
+            if mode == "hit":
+                hit_flops += self.flops_by_pattern.get(k, float("nan")) * c
+        return {"cache_hit_steps": n["hit"], "cache_fill_steps": n["fill"],
+                "gflops_per_hit_step": hit_flops / n["hit"] / 1e9 if n["hit"] else float("nan")}
 
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict[str, Any]:
