@@ -173,3 +173,31 @@ def test_changing_prefix_same_params_with_invalidation():
     assert (s["cache_fill_steps"], s["cache_hit_steps"]) == (8, 4)
     modes = [cache_mode(k) for k in on.accounting.pattern_steps]
     assert {"fill", "hit", None} == set(modes)
+
+
+def test_resume_with_a_cache_equals_the_uninterrupted_run(tmp_path):
+    method = methods.top_layers(k=1, learning_rate=1e-2)
+    steps, stop = 6, 3  # stop inside epoch 1: the uninterrupted run hits there, the
+    # resumed one starts with an empty cache and refills
+
+    def make(workdir):
+        return _trainer(method, steps, True, workdir=workdir, checkpoint_every=stop)
+
+    straight = make(tmp_path / "a")
+    it = _iter()
+    straight.fit(it, checkpoint_data_state=it.get_state)
+
+    first = make(tmp_path / "b")
+    it = _iter()
+    for _ in range(stop):
+        first.train_step(next(it))
+    first.save(it.get_state())
+    first.close()
+    resumed = make(tmp_path / "b")
+    it = _iter()
+    it.set_state(resumed.restore())
+    assert resumed.step == stop and resumed.activation_cache.stats()["cache_rows"] == 0
+    resumed.fit(it, checkpoint_data_state=it.get_state)
+    _close(host(resumed.state.params), host(straight.state.params), atol=0)
+    s, r = straight.summary(), resumed.summary()
+    assert s["cache_hit_steps"] == 4 and r["cache_fill_steps"] > s["cache_fill_steps"]
