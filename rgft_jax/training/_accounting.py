@@ -147,7 +147,7 @@ class Accounting:
         }
 
     def _cache_summary(self) -> dict[str, Any]:
-        """Activation-cache steps and the mean XLA GFLOPs of its hit steps."""
+        """Activation-cache steps and the mean XLA GFLOPs of its hit steps (when any ran)."""
         n = {"fill": 0, "hit": 0}
         hit_flops = 0.0
         for k, c in self.pattern_steps.items():
@@ -156,8 +156,10 @@ class Accounting:
                 n[mode] += c
             if mode == "hit":
                 hit_flops += self.flops_by_pattern.get(k, float("nan")) * c
-        return {"cache_hit_steps": n["hit"], "cache_fill_steps": n["fill"],
-                "gflops_per_hit_step": hit_flops / n["hit"] / 1e9 if n["hit"] else float("nan")}
+        out = {"cache_hit_steps": n["hit"], "cache_fill_steps": n["fill"]}
+        if n["hit"]:  # absent without hit steps (a NaN would break summary equality)
+            out["gflops_per_hit_step"] = hit_flops / n["hit"] / 1e9
+        return out
 
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict[str, Any]:

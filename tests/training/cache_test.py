@@ -13,7 +13,7 @@ from rgft_jax import data as rdata
 from rgft_jax.training import TrainConfig, Trainer, methods
 from rgft_jax.training import _cache as cache_lib
 from rgft_jax.training import _patterns as patterns
-from rgft_jax.training._accounting import cache_mode
+from rgft_jax.training._accounting import Accounting, cache_mode
 from tests.training.conftest import BATCH, NUM_CLASSES, NUM_HEADS, bert, examples, host
 
 LAYERS, N_EX = 3, 16  # 2 batches per epoch, every example in every epoch
@@ -201,3 +201,22 @@ def test_resume_with_a_cache_equals_the_uninterrupted_run(tmp_path):
     _close(host(resumed.state.params), host(straight.state.params), atol=0)
     s, r = straight.summary(), resumed.summary()
     assert s["cache_hit_steps"] == 4 and r["cache_fill_steps"] > s["cache_fill_steps"]
+
+
+def test_accounting_counts_cache_steps_and_round_trips_them():
+    acc = Accounting(10.0)
+    plain = ((True,), False, (("input_ids", (8, 4)),))
+    fill = (plain[0], False, (*plain[2], ("cache_fill", (2,))))
+    hit = (plain[0], False, (("cached_hidden", (8, 4, 3)), *plain[2], ("cache_hit", (2,))))
+    for key, flops, n in ((plain, 9e9, 1), (fill, 9e9, 2), (hit, 3e9, 3)):
+        acc.record_compile(key, flops, flops, 0)
+        for _ in range(n):
+            acc.record_step(key, 0.5)
+    acc.record_interval(6, 3.0, False)
+    s = acc.summary()
+    assert (s["cache_fill_steps"], s["cache_hit_steps"]) == (2, 3)
+    assert s["gflops_per_hit_step"] == pytest.approx(3.0)
+    assert [cache_mode(k) for k in (plain, fill, hit)] == [None, "fill", "hit"]
+    back = Accounting(10.0)
+    back.load_json(acc.to_json())
+    assert back.summary() == s and back.pattern_steps == acc.pattern_steps
