@@ -149,16 +149,18 @@ class Accounting:
     def _cache_summary(self) -> dict[str, Any]:
         """Activation-cache steps and the mean XLA GFLOPs of its hit steps (when any ran)."""
         n = {"fill": 0, "hit": 0}
-        hit_flops = 0.0
+        hit_flops = hit_matmul = 0.0
         for k, c in self.pattern_steps.items():
             mode = cache_mode(k)
             if mode is not None:
                 n[mode] += c
             if mode == "hit":
                 hit_flops += self.flops_by_pattern.get(k, float("nan")) * c
+                hit_matmul += self.matmul_flops_by_pattern.get(k, float("nan")) * c
         out = {"cache_hit_steps": n["hit"], "cache_fill_steps": n["fill"]}
         if n["hit"]:  # absent without hit steps (a NaN would break summary equality)
             out["gflops_per_hit_step"] = hit_flops / n["hit"] / 1e9
+            out["matmul_gflops_per_hit_step"] = hit_matmul / n["hit"] / 1e9
         return out
 
     # ------------------------------------------------------------------ JSON

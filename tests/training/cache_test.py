@@ -216,6 +216,7 @@ def test_accounting_counts_cache_steps_and_round_trips_them():
     s = acc.summary()
     assert (s["cache_fill_steps"], s["cache_hit_steps"]) == (2, 3)
     assert s["gflops_per_hit_step"] == pytest.approx(3.0)
+    assert s["matmul_gflops_per_hit_step"] == pytest.approx(3.0)
     assert [cache_mode(k) for k in (plain, fill, hit)] == [None, "fill", "hit"]
     back = Accounting(10.0)
     back.load_json(acc.to_json())
