@@ -65,19 +65,20 @@ def test_cut_follows_the_pattern():
         assert cache_lib.step_cut(pattern, blocks, LAYERS) == cut, trainable
 
 
-@pytest.mark.parametrize("k", [1, 2])
-def test_top_layers_same_params_and_hit_steps_cost_less(k):
+@pytest.mark.parametrize("k, tier", [(1, "device"), (2, "host")])
+def test_top_layers_same_params_and_hit_steps_cost_less(k, tier):
     steps = 6  # 3 epochs: the first fills, the last two hit
     runs = {}
     for cache in (False, True):
-        tr = _trainer(methods.top_layers(k=k, learning_rate=1e-2), steps, cache)
+        tr = _trainer(methods.top_layers(k=k, learning_rate=1e-2), steps, cache,
+                      cache_device_bytes=1 << 20 if tier == "device" else 0)
         tr.fit(_iter())
         runs[cache] = tr
     _close(host(runs[True].state.params), host(runs[False].state.params))
     on, off = runs[True].summary(), runs[False].summary()
     assert (on["cache_fill_steps"], on["cache_hit_steps"]) == (2, 4)
     assert off["cache_hit_steps"] == 0 and "cache_rows" not in off
-    assert on["cache_rows"] == N_EX and on["cache_device_bytes"] > 0
+    assert on["cache_rows"] == N_EX and on[f"cache_{tier}_bytes"] > 0
     assert on["gflops_per_hit_step"] < off["gflops_per_step"]
     # The prefix's forward is gone: the hit step costs less than the full forward + the
     # same backward by at least the cut layers' matmuls.
@@ -221,3 +222,24 @@ def test_accounting_counts_cache_steps_and_round_trips_them():
     back = Accounting(10.0)
     back.load_json(acc.to_json())
     assert back.summary() == s and back.pattern_steps == acc.pattern_steps
+
+
+def test_default_is_off_with_dropout_and_errors_name_the_setting():
+    tr = _trainer(methods.top_layers(k=1), 4, None, dropout=True)
+    assert tr.activation_cache is None
+    assert _trainer(methods.top_layers(k=1), 4, None).activation_cache is not None
+    with pytest.raises(ValueError, match="activation_cache=True with dropout=True"):
+        TrainConfig(activation_cache=True, dropout=True)
+    with pytest.raises(ValueError, match="activation_cache='yes'"):
+        TrainConfig(activation_cache="yes")
+    with pytest.raises(ValueError, match="cache_host_bytes=-1"):
+        TrainConfig(cache_host_bytes=-1)
+
+
+@pytest.mark.parametrize("cache", [("skip", 1), ("hit", -1), ("fill", True), "hit"])
+def test_make_train_step_rejects_a_bad_cache_mode(cache):
+    from rgft_jax.training._step import make_train_step
+
+    with pytest.raises(ValueError, match="cache="):
+        make_train_step(None, None, None, (True,), False, task="classification", dropout=False,
+                        cache=cache)
