@@ -80,9 +80,12 @@ class TrainConfig:
       activation_cache: reuse the frozen prefix's outputs (:mod:`rgft_jax.training._cache`):
         a step whose embeddings and lowest layers hold no differentiated leaf reads their
         output per example from the cache instead of computing it. ``None`` (default): on
-        when it is exact: dropout off, batches with ``example_id`` (as
-        :class:`rgft_jax.data.TrainIterator` makes them) and a model with the split forward
-        (``hidden_at`` / ``logits_from``); ``True`` requires the first and third.
+        when it is exact and of use: dropout off, batches with ``example_id`` (as
+        :class:`rgft_jax.data.TrainIterator` makes them), a model with the split forward
+        (``hidden_at`` / ``logits_from``), and a run that sees its data again (``fit`` with
+        an iterator whose ``steps_per_epoch`` is below ``steps``; a run of one epoch or of
+        bare :meth:`Trainer.train_step` calls would only fill it). ``True``: on whenever
+        batches carry ids (dropout off and the split forward required).
       cache_device_bytes: device memory the cached rows may take.
       cache_host_bytes: host memory the cached rows may take beyond the device's share.
       cache_dir: folder for ``np.memmap`` rows beyond both (``None``: such rows are not
@@ -101,7 +104,7 @@ class TrainConfig:
     donate_optimizer_state: bool | None = None
     activation_cache: bool | None = None
     cache_device_bytes: int = 1 << 30
-    cache_host_bytes: int = 8 << 30
+    cache_host_bytes: int = 2 << 30
     cache_dir: str | None = None
 
     def __post_init__(self):
@@ -238,6 +241,7 @@ class Trainer:
         self.state = self._init_state(params)._replace(dsca=self._init_dsca(dsca, params,
                                                                             num_heads))
         self.activation_cache = self._init_activation_cache(model, params, num_layers)
+        self._data_repeats = False  # set by fit: the run sees its examples again
         self._cache: CompileCache[_Compiled] = CompileCache(config.max_compiled)
         self.history: list[dict[str, Any]] = []
         self.error_history: list[tuple[int, np.ndarray, np.ndarray]] = []
@@ -390,7 +394,8 @@ class Trainer:
     def _cache_plan(self, pattern, ids) -> tuple[tuple[str, int] | None, Any]:
         """``(cache mode, prefix rows)`` of the next step: ``('hit', cut)`` with the cached
         rows, ``('fill', cut)`` (rows ``None``) or ``(None, None)`` (no cache)."""
-        if self.activation_cache is None or ids is None:
+        if self.activation_cache is None or ids is None or (
+                self.config.activation_cache is None and not self._data_repeats):
             return None, None
         cut = self.activation_cache.cut(pattern)
         if cut is None:
@@ -631,6 +636,9 @@ def fit_together(
         raise ValueError(f"fit_together: {len(trainers)} trainers but {len(train_iters)} "
                          "iterators.")
     states = checkpoint_data_states or [None] * len(trainers)
+    for tr, it in zip(trainers, train_iters):  # the activation cache's default needs epochs
+        per_epoch = getattr(it, "steps_per_epoch", None)
+        tr._data_repeats = per_epoch is not None and tr.config.steps > per_epoch
     total = max(t.config.steps for t in trainers)
     starts = [t.step for t in trainers]
     show = any(t.config.progress for t in trainers)

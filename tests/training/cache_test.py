@@ -224,6 +224,15 @@ def test_accounting_counts_cache_steps_and_round_trips_them():
     assert back.summary() == s and back.pattern_steps == acc.pattern_steps
 
 
+def test_default_is_on_only_when_the_data_repeats():
+    on = _trainer(methods.top_layers(k=1, learning_rate=1e-2), 4, None)
+    on.fit(_iter())  # 2 epochs
+    one = _trainer(methods.top_layers(k=1, learning_rate=1e-2), 2, None)
+    one.fit(_iter())  # 1 epoch: rows would never be read
+    assert on.summary()["cache_fill_steps"] == 2 and on.summary()["cache_hit_steps"] == 2
+    assert one.summary()["cache_fill_steps"] == 0 and one.summary()["cache_rows"] == 0
+
+
 def test_default_is_off_with_dropout_and_errors_name_the_setting():
     tr = _trainer(methods.top_layers(k=1), 4, None, dropout=True)
     assert tr.activation_cache is None
