@@ -169,7 +169,6 @@ class ActivationCache:
         self.device_bytes, self.host_bytes, self.disk_dir = device_bytes, host_bytes, disk_dir
         self._cuts: dict[tuple, int] = {}
         self._touched: dict[tuple, np.ndarray] = {}
-        self.hits = self.fills = 0
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -220,13 +219,11 @@ class ActivationCache:
         on_dev = np.array([e.tier == "device" for e in entries])
         slots = np.array([e.slot if d else 0 for e, d in zip(entries, on_dev)], np.int32)
         if on_dev.all():
-            self.hits += 1
             return _take(self._buf, slots)
         rows = np.zeros((len(ids), *self._row[0]), self._row[1])
         for j, e in enumerate(entries):
             if e.tier != "device":
                 rows[j] = self._stores[e.tier].read(e.slot)
-        self.hits += 1
         if not on_dev.any():
             return rows
         return _merge(self._buf, slots, on_dev, rows)
@@ -241,7 +238,6 @@ class ActivationCache:
         elif row != self._row:  # another sequence length: start over
             self.reset()
             self._row = row
-        self.fills += 1
         row_bytes = int(np.prod(row[0])) * row[1].itemsize
         dev_slots, dev_which, later = [], [], []
         for j, i in enumerate(ids):
