@@ -110,6 +110,9 @@ class ComponentCosts:
         (excluded leaves, and the backprop through the layers they need).
       forward: the forward-pass part of ``fixed`` (``None``: all of it); :func:`calibrate`
         replaces it by a measured number and scales the rest of ``fixed`` with the backward.
+      layer_forward: ``float64[L]`` (optional), the forward FLOPs of each layer: what a
+        step whose lowest ``c`` layers come from the activation cache does not run
+        (``step_cost(mask, cut=c)``); ``None``: the cache saves nothing in this model.
     """
 
     dw: np.ndarray
@@ -117,6 +120,7 @@ class ComponentCosts:
     dx: np.ndarray
     fixed: float
     forward: float | None = None
+    layer_forward: np.ndarray | None = None
 
     def __post_init__(self):
         dw = np.array(self.dw, dtype=np.float64).reshape(-1) if np.ndim(self.dw) else None
@@ -153,6 +157,13 @@ class ComponentCosts:
         if not _is_real(forward) or not 0 <= forward <= fixed:
             raise ValueError(f"ComponentCosts: forward={self.forward!r}; must be a number in "
                              f"[0, fixed={fixed}].")
+        if self.layer_forward is not None:
+            lf = np.array(self.layer_forward, dtype=np.float64)
+            if lf.shape != dx.shape or not np.all(np.isfinite(lf)) or np.any(lf < 0):
+                raise ValueError(f"ComponentCosts: layer_forward={self.layer_forward!r}; must "
+                                 f"be None or finite numbers >= 0 of shape {dx.shape} (like dx).")
+            lf.setflags(write=False)
+            object.__setattr__(self, "layer_forward", lf)
         for a in (dw, layer, dx):
             a.setflags(write=False)
         object.__setattr__(self, "dw", dw)
@@ -182,23 +193,34 @@ class ComponentCosts:
             raise ValueError(f"dx_tail: lowest={lowest}; must be in [-1, {self.num_layers}].")
         return float(self.dx[max(lowest, 0):].sum())
 
-    def step_cost(self, mask: Any) -> float:
+    def step_cost(self, mask: Any, cut: int = 0) -> float:
         """FLOPs of one step that trains the components where ``mask`` is true.
 
         Args:
           mask: ``bool[C]`` active set (anything ``np.asarray`` turns into one).
+          cut: layers whose output the step reads from the activation cache
+          (``rgft_jax.training._cache``; capped at the lowest active layer): their
+          ``layer_forward`` is not paid.
 
         Returns:
-          ``fixed + sum(dx[l] for l >= max(lowest active layer, 0)) + sum(dw[mask])``; the
-          ``dx`` term is empty when nothing (or only layer-``L`` components) is active.
+          ``fixed + sum(dx[l] for l >= max(lowest active layer, 0)) + sum(dw[mask])``, less
+          ``sum(layer_forward[:cut])``; the ``dx`` term is empty when nothing (or only
+          layer-``L`` components) is active.
         """
+        if isinstance(cut, bool) or not isinstance(cut, (int, np.integer)) or not (
+                0 <= cut <= self.num_layers):
+            raise ValueError(f"step_cost: cut={cut!r}; must be an int in [0, {self.num_layers}].")
         mask = np.asarray(mask)
         if mask.shape != self.dw.shape:
             raise ValueError(
                 f"step_cost: mask has shape {mask.shape}; expected ({self.num_components},).")
         mask = mask.astype(bool)
         lowest = int(self.layer[mask].min()) if mask.any() else self.num_layers
-        return float(self.fixed + self.dx_tail(lowest) + self.dw[mask].sum())
+        cost = float(self.fixed + self.dx_tail(lowest) + self.dw[mask].sum())
+        cut = min(int(cut), max(lowest, 0))
+        if cut and self.layer_forward is not None:
+            cost -= float(self.layer_forward[:cut].sum())
+        return cost
 
     def summary(self) -> str:
         """One line per layer: components, dW and dX in GFLOP, plus fixed and full."""
@@ -401,7 +423,8 @@ def analytic_costs(
     if lowest_always < L:
         dx[start:] = 0.0
     return ComponentCosts(dw=dw, layer=comp_layer, dx=dx,
-                          fixed=forward + always_dw + always_dx, forward=forward)
+                          fixed=forward + always_dw + always_dx, forward=forward,
+                          layer_forward=2.0 * tokens * matrix_entries + attn_forward)
 
 
 def calibrate(costs: ComponentCosts, *, full_flops: float, forward_flops: float) -> ComponentCosts:
@@ -446,8 +469,11 @@ def calibrate(costs: ComponentCosts, *, full_flops: float, forward_flops: float)
                          f"forward={costs.forward}).")
     k = (float(full_flops) - float(forward_flops)) / backward
     fixed = float(forward_flops) + k * (costs.fixed - costs.forward)
+    lf = costs.layer_forward
+    if lf is not None and costs.forward > 0:  # the forward scales to the measured one
+        lf = lf * (float(forward_flops) / costs.forward)
     return ComponentCosts(dw=costs.dw * k, layer=costs.layer, dx=costs.dx * k, fixed=fixed,
-                          forward=float(forward_flops))
+                          forward=float(forward_flops), layer_forward=lf)
 
 
 # ---------------------------------------------------------------------------- thresholds

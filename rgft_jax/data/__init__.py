@@ -48,6 +48,7 @@ from rgft_jax.data._lm import LM_FIELDS as LM_FIELDS
 from rgft_jax.data._lm import causal_lm_examples as causal_lm_examples
 from rgft_jax.data._lm import instruction_examples as instruction_examples
 from rgft_jax.data._lm import python_docs as python_docs
+from rgft_jax.data._pipeline import EXAMPLE_ID as EXAMPLE_ID
 from rgft_jax.data._pipeline import TrainIterator as TrainIterator
 from rgft_jax.data._pipeline import epoch_seed as epoch_seed
 from rgft_jax.data._pipeline import eval_batches as eval_batches

@@ -10,7 +10,9 @@ Training batches of epoch ``e`` are
 ``seed_e`` derived from ``(seed, e)``, so batch ``s`` of epoch ``e`` is a pure function of
 ``(seed, e, s)``. The iterator position is just ``{'epoch': e, 'step': s}``: saving it with the
 model checkpoint and calling :meth:`TrainIterator.set_state` resumes with exactly the batches
-an uninterrupted run would have seen. Within an epoch, grain reads ahead in threads
+an uninterrupted run would have seen. Each batch also carries the source indices of its
+examples under :data:`EXAMPLE_ID` (``int64 [batch]``): the key of the Trainer's
+frozen-prefix activation cache. Within an epoch, grain reads ahead in threads
 (``to_iter_dataset(ReadOptions(...))``) and keeps the order.
 """
 
@@ -23,6 +25,9 @@ import grain
 import numpy as np
 
 BatchFn = Callable[[Sequence[Any]], Mapping[str, np.ndarray]]
+
+#: Batch key of the examples' source indices (``int64 [batch]``); models never read it.
+EXAMPLE_ID = "example_id"
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -68,6 +73,8 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
       num_epochs: stop after this many epochs; ``None`` runs forever.
       num_threads: grain read-ahead threads within an epoch (0 reads in the caller's thread).
       prefetch: batches grain keeps ready ahead of the consumer.
+      example_ids: add each example's source index under :data:`EXAMPLE_ID` (the key of
+        the Trainer's activation cache, which strips it before the step).
 
     Example::
 
@@ -90,6 +97,7 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
         num_epochs: int | None = None,
         num_threads: int = 2,
         prefetch: int = 4,
+        example_ids: bool = True,
     ):
         self._batch_size = _check_positive_int("batch_size", batch_size)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -101,6 +109,7 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
         self._source = source
         self._seed = int(seed)
         self._batch_fn = batch_fn or stack_batch
+        self._example_ids = bool(example_ids)
         self._drop_remainder = bool(drop_remainder)
         self._num_epochs = num_epochs
         self._read_options = grain.ReadOptions(
@@ -140,8 +149,14 @@ class TrainIterator(Iterator[dict[str, np.ndarray]]):
             grain.MapDataset.range(self._num_examples)
             .shuffle(seed=epoch_seed(self._seed, epoch))
             .batch(self._batch_size, drop_remainder=self._drop_remainder)
-            .map(lambda indices: self._batch_fn(read_examples(self._source, indices)))
+            .map(self._read_batch)
         )
+
+    def _read_batch(self, indices: Any) -> Mapping[str, np.ndarray]:
+        batch = self._batch_fn(read_examples(self._source, indices))
+        if not self._example_ids:
+            return batch
+        return {**batch, EXAMPLE_ID: np.asarray(indices, np.int64)}
 
     def get_state(self) -> dict[str, int]:
         """The position of the next batch: ``{'epoch': int, 'step': int}``."""

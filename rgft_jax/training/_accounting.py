@@ -22,8 +22,18 @@ import numpy as np
 
 from rgft_jax.training import _flops as flops_lib
 
-#: Accounting key of a compiled step: ``(pattern, observe, ((batch key, shape), ...))``.
+#: Accounting key of a compiled step: ``(pattern, observe, ((batch key, shape), ...))``; an
+#: activation-cache step has one more pair, ``('cache_fill', (cut,))`` or
+#: ``('cache_hit', (cut,))`` (see :mod:`rgft_jax.training._cache`).
 Key = tuple
+
+
+def cache_mode(key: Key) -> str | None:
+    """``'fill'``, ``'hit'`` or ``None``: the activation-cache mode of a step's key."""
+    for name, _ in key[2]:
+        if name in ("cache_fill", "cache_hit"):
+            return name[len("cache_"):]
+    return None
 
 
 def cost_flops(stage) -> float:
@@ -133,7 +143,25 @@ class Accounting:
             "total_params": self.total_params,
             "peak_step_bytes": self.peak_bytes,
             "update_ratio": self.ratio_sum / steps if steps else 1.0,
+            **self._cache_summary(),
         }
+
+    def _cache_summary(self) -> dict[str, Any]:
+        """Activation-cache steps and the mean XLA GFLOPs of its hit steps (when any ran)."""
+        n = {"fill": 0, "hit": 0}
+        hit_flops = hit_matmul = 0.0
+        for k, c in self.pattern_steps.items():
+            mode = cache_mode(k)
+            if mode is not None:
+                n[mode] += c
+            if mode == "hit":
+                hit_flops += self.flops_by_pattern.get(k, float("nan")) * c
+                hit_matmul += self.matmul_flops_by_pattern.get(k, float("nan")) * c
+        out = {"cache_hit_steps": n["hit"], "cache_fill_steps": n["fill"]}
+        if n["hit"]:  # absent without hit steps (a NaN would break summary equality)
+            out["gflops_per_hit_step"] = hit_flops / n["hit"] / 1e9
+            out["matmul_gflops_per_hit_step"] = hit_matmul / n["hit"] / 1e9
+        return out
 
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict[str, Any]:

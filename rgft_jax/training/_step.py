@@ -64,6 +64,35 @@ def forward(model, batch, task, deterministic, rngs):
                  deterministic=deterministic, rngs=rngs)
 
 
+def forward_prefix(model, batch, task, cut):
+    """The split forward's lower half: ``model.hidden_at(cut, ...)`` (deterministic)."""
+    if task == "image_classification":
+        return model.hidden_at(cut, batch["image"])
+    if task in LM_TASKS:
+        if "segment_ids" in batch:  # decoder rows: packed documents stay apart
+            return model.hidden_at(cut, batch["input_ids"], segment_ids=batch["segment_ids"])
+        return model.hidden_at(cut, batch["input_ids"], batch["attention_mask"])
+    return model.hidden_at(cut, batch["input_ids"], batch["attention_mask"],
+                           batch.get("token_type_ids"))
+
+
+def forward_suffix(model, hidden, batch, task, cut, deterministic, rngs):
+    """The split forward's upper half: ``model.logits_from(cut, hidden, ...)``."""
+    if task == "image_classification":
+        return model.logits_from(cut, hidden, deterministic=deterministic, rngs=rngs)
+    if task in LM_TASKS and "segment_ids" in batch:
+        return model.logits_from(cut, hidden, segment_ids=batch["segment_ids"],
+                                 deterministic=deterministic, rngs=rngs)
+    return model.logits_from(cut, hidden, batch["attention_mask"], deterministic=deterministic,
+                             rngs=rngs)
+
+
+#: Batch key of the cached prefix output in an activation-cache ``'hit'`` step.
+HIDDEN = "cached_hidden"
+#: Modes of an activation-cache step: run the prefix and return its output / read it.
+CACHE_MODES = ("fill", "hit")
+
+
 def lm_token_nll(logits, batch):
     """Per-row NLL sums and loss-token counts ``([N], [N])`` of a causal-LM batch (float32).
 
@@ -161,6 +190,7 @@ def make_train_step(
     partition: comp_lib.Partition | None = None,
     dsca: tuple[Any, comp_lib.Partition] | None = None,
     compute_dtype: Any = None,
+    cache: tuple[str, int] | None = None,
 ) -> Callable:
     """The step ``(state, batch) -> (state, metrics, library, error_map)`` of one pattern.
 
@@ -178,14 +208,27 @@ def make_train_step(
       compute_dtype: mixed precision: the params (float32 masters, as is the optimizer
         state) enter the forward pass cast to this dtype (e.g. ``bfloat16``); their
         gradients come back in float32 through the cast. ``None``: as stored.
+      cache: ``(mode, cut)`` of a frozen-prefix activation-cache step
+        (:mod:`rgft_jax.training._cache`): ``'fill'`` runs ``hidden_at(cut)`` then
+        ``logits_from(cut)`` and also returns the prefix output; ``'hit'`` reads it from
+        ``batch[HIDDEN]`` and runs ``logits_from(cut)`` only. Deterministic steps only.
 
     Returns:
       The step; ``metrics`` are device scalars (``loss``, ``grad_norm``, ``accuracy``),
       ``library`` the DSCA library of a probe step (else ``None``) and ``error_map`` the
       optimizer's :class:`rgft_jax.ErrorMap` after the update (``None`` without a mask).
+      A ``'fill'`` step returns the prefix output ``[B, ...]`` as a fifth element.
     """
     if task not in TASKS:
         raise ValueError(f"make_train_step: task={task!r}; allowed: {TASKS}.")
+    if cache is not None:
+        if (not isinstance(cache, tuple) or len(cache) != 2 or cache[0] not in CACHE_MODES
+                or isinstance(cache[1], bool) or not isinstance(cache[1], int) or cache[1] < 0):
+            raise ValueError(f"make_train_step: cache={cache!r}; allowed: None or (mode, cut) "
+                             f"with mode in {CACHE_MODES} and an int cut >= 0.")
+        if dropout:
+            raise ValueError("make_train_step: cache= needs dropout=False (a cached prefix "
+                             "output is only exact for a deterministic forward).")
     pattern = tuple(pattern)
     if partition is None and any(not isinstance(k, bool) for k in pattern):
         raise ValueError("make_train_step: int pattern entries need partition=.")
@@ -209,8 +252,16 @@ def make_train_step(
                 key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
                 rngs = nnx.Rngs(dropout=key)
             with sparse_grad.group_grads(_by_module(model, specs) if specs else {}):
-                logits = forward(model, batch, task, not dropout, rngs)
-            return loss_and_stats(logits, batch, task)
+                if cache is None:
+                    logits, hidden = forward(model, batch, task, not dropout, rngs), None
+                else:
+                    hidden = (batch[HIDDEN] if cache[0] == "hit"
+                              else forward_prefix(model, batch, task, cache[1]))
+                    logits = forward_suffix(model, hidden, batch, task, cache[1], True, None)
+            loss, stats = loss_and_stats(logits, batch, task)
+            if cache is not None and cache[0] == "fill":
+                stats = {**stats, HIDDEN: hidden}
+            return loss, stats
 
         (loss, stats), g_train = jax.value_and_grad(loss_fn, has_aux=True)(train)
         it = iter(g_train)
@@ -231,6 +282,8 @@ def make_train_step(
             dsca_state, library = dsca_lib.dsca_step(state.dsca, dsca[1], grads, dsca[0])
         new = TrainState(state.step + 1, params, opt_state, state.rng, dsca_state)
         emap = None if partition is None else residual.error_map(opt_state)
+        if cache is not None and cache[0] == "fill":
+            return new, metrics, library, emap, stats[HIDDEN]
         return new, metrics, library, emap
 
     return step

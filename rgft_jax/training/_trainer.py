@@ -37,6 +37,7 @@ from jax.sharding import Mesh
 
 from rgft_jax._src import residual
 from rgft_jax.training import _accounting as acc_lib
+from rgft_jax.training import _cache as cache_lib
 from rgft_jax.training import _components as parts
 from rgft_jax.training import _methods as methods_lib
 from rgft_jax.training import _patterns as patterns
@@ -44,7 +45,9 @@ from rgft_jax.training import _sharding as sharding
 from rgft_jax.training._checkpoint import Checkpointer
 from rgft_jax.training._compile_cache import CompileCache, signature
 from rgft_jax.training._evaluation import evaluate, make_eval_step
-from rgft_jax.training._step import TASKS, TrainState, make_train_step
+from rgft_jax.training._step import HIDDEN, TASKS, TrainState, make_train_step
+
+EXAMPLE_ID = cache_lib.EXAMPLE_ID
 
 __all__ = ["TrainConfig", "Trainer", "fit_together"]
 
@@ -80,6 +83,19 @@ class TrainConfig:
         masters (so is the optimizer state) and cast to this dtype for every forward and
         backward pass. Build the model in that dtype (e.g. ``param_dtype=jnp.bfloat16``) so
         its activations follow. ``None``: params train in their own dtype.
+      activation_cache: reuse the frozen prefix's outputs (:mod:`rgft_jax.training._cache`):
+        a step whose embeddings and lowest layers hold no differentiated leaf reads their
+        output per example from the cache instead of computing it. ``None`` (default): on
+        when it is exact and of use: dropout off, batches with ``example_id`` (as
+        :class:`rgft_jax.data.TrainIterator` makes them), a model with the split forward
+        (``hidden_at`` / ``logits_from``), and a run that sees its data again (``fit`` with
+        an iterator whose ``steps_per_epoch`` is below ``steps``; a run of one epoch or of
+        bare :meth:`Trainer.train_step` calls would only fill it). ``True``: on whenever
+        batches carry ids (dropout off and the split forward required).
+      cache_device_bytes: device memory the cached rows may take.
+      cache_host_bytes: host memory the cached rows may take beyond the device's share.
+      cache_dir: folder for ``np.memmap`` rows beyond both (``None``: such rows are not
+        cached).
     """
 
     steps: int = 100
@@ -93,6 +109,10 @@ class TrainConfig:
     progress: bool = True
     donate_optimizer_state: bool | None = None
     compute_dtype: str | None = None
+    activation_cache: bool | None = None
+    cache_device_bytes: int = 1 << 30
+    cache_host_bytes: int = 2 << 30
+    cache_dir: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
@@ -111,10 +131,24 @@ class TrainConfig:
         if self.compute_dtype not in (None, "float32", "bfloat16", "float16"):
             raise ValueError(f"TrainConfig: compute_dtype={self.compute_dtype!r}; allowed: "
                              "None, 'float32', 'bfloat16', 'float16'.")
+        if self.activation_cache not in (None, True, False):
+            raise ValueError(f"TrainConfig: activation_cache={self.activation_cache!r}; "
+                             "allowed: None, True, False.")
+        if self.activation_cache is True and self.dropout:
+            raise ValueError("TrainConfig: activation_cache=True with dropout=True; allowed: "
+                             "dropout=False (cached prefix outputs are exact only without "
+                             "dropout).")
+        for name in ("cache_device_bytes", "cache_host_bytes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"TrainConfig: {name}={v!r} must be an int >= 0.")
+        if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
+            raise ValueError(f"TrainConfig: cache_dir={self.cache_dir!r}; allowed: None or a "
+                             "path.")
 
 
 class _Compiled(NamedTuple):
-    fn: Callable
+    fn: Callable  # (state, batch) -> (state, metrics, library, emap, prefix output | None)
     n_trainable: float  # parameters the step differentiates
     key: tuple  # accounting key: (pattern, observe, batch shapes)
 
@@ -220,6 +254,8 @@ class Trainer:
         self.dsca_config = self.dsca_partition = None
         self.state = self._init_state(params)._replace(dsca=self._init_dsca(dsca, params,
                                                                             num_heads))
+        self.activation_cache = self._init_activation_cache(model, params, num_layers)
+        self._data_repeats = False  # set by fit: the run sees its examples again
         self._cache: CompileCache[_Compiled] = CompileCache(config.max_compiled)
         self.history: list[dict[str, Any]] = []
         # Periodic evaluations: step, cumulative training GFLOPs and time, and eval_fn's
@@ -264,6 +300,22 @@ class Trainer:
                             if isinstance(dsca, Mapping) else dsca)
         return dsca_lib.dsca_init(self.dsca_partition, config=self.dsca_config)
 
+    def _init_activation_cache(self, model, params, num_layers) -> cache_lib.ActivationCache | None:
+        cfg = self.config
+        if cfg.activation_cache is False or cfg.dropout:
+            return None
+        split = all(callable(getattr(model, n, None)) for n in ("hidden_at", "logits_from"))
+        if not split:
+            if cfg.activation_cache:
+                raise ValueError(f"TrainConfig: activation_cache=True but "
+                                 f"{type(model).__name__} has no split forward (hidden_at / "
+                                 "logits_from).")
+            return None
+        return cache_lib.ActivationCache(
+            cache_lib.leaf_blocks(params, num_layers), num_layers,
+            device_bytes=cfg.cache_device_bytes, host_bytes=cfg.cache_host_bytes,
+            disk_dir=None if cfg.cache_dir is None else os.fspath(cfg.cache_dir))
+
     @property
     def model(self) -> nnx.Module:
         """The model with the current params (a fresh merge)."""
@@ -294,12 +346,12 @@ class Trainer:
         sh = sharding.batch_sharding(self.mesh)
         return jax.tree.map(jnp.asarray, batch) if sh is None else jax.device_put(batch, sh)
 
-    def _compile(self, pattern, observe, batch) -> _Compiled:
+    def _compile(self, pattern, observe, batch, cache=None) -> _Compiled:
         step = make_train_step(
             self.graphdef, self.rest, self.tx, pattern, observe, task=self.config.task,
             dropout=self.config.dropout, partition=self.partition,
             dsca=None if self.dsca_config is None else (self.dsca_config, self.dsca_partition),
-            compute_dtype=self.config.compute_dtype)
+            compute_dtype=self.config.compute_dtype, cache=cache)
         donate_opt = self.config.donate_optimizer_state
         if donate_opt is None:
             donate_opt = self.partition is None
@@ -310,9 +362,13 @@ class Trainer:
         run = lowered.compile()
 
         def compiled(state, b):
-            return run(state._replace(opt_state=None), state.opt_state, b)
+            out = run(state._replace(opt_state=None), state.opt_state, b)
+            return out if len(out) == 5 else (*out, None)
 
-        key = (pattern, observe, tuple(sorted((k, tuple(v.shape)) for k, v in batch.items())))
+        shapes = tuple(sorted((k, tuple(v.shape)) for k, v in batch.items()))
+        if cache is not None:  # a cached step: its own accounting entry ("cache_fill", (cut,))
+            shapes = (*shapes, (f"cache_{cache[0]}", (cache[1],)))
+        key = (pattern, observe, shapes)
         self.accounting.record_compile(key, acc_lib.cost_flops(run),
                                        acc_lib.matmul_flops(lowered), acc_lib.peak_bytes(run))
         n = patterns.count_params(self.state.params, pattern, self.partition)
@@ -321,14 +377,24 @@ class Trainer:
     def _dispatch(self, batch: Mapping[str, np.ndarray]) -> None:
         """Runs one step without waiting for it; its metrics stay on the device."""
         pattern, observe = self.next_pattern()
+        batch = dict(batch)
+        ids = batch.pop(EXAMPLE_ID, None)
+        cache, hidden = self._cache_plan(pattern, ids)
         dev_batch = self._put_batch(batch)
-        key = (pattern, observe, signature(self.state, dev_batch))
+        if hidden is not None:
+            dev_batch[HIDDEN] = self._put_hidden(hidden)
+        key = (pattern, observe, cache, signature(self.state, dev_batch))
         if key not in self._cache:
             self._close_interval()  # compilation is not timed
-        entry, fresh = self._cache.get(key, lambda: self._compile(pattern, observe, dev_batch))
+        entry, fresh = self._cache.get(
+            key, lambda: self._compile(pattern, observe, dev_batch, cache))
         if self._interval is None:
             self._interval = _Interval()
-        self.state, metrics, library, emap = entry.fn(self.state, dev_batch)
+        self.state, metrics, library, emap, prefix = entry.fn(self.state, dev_batch)
+        if self.activation_cache is not None:
+            if prefix is not None:
+                self.activation_cache.put(ids, prefix, cache[1], version=self._step)
+            self.activation_cache.advance(pattern, self._step)
         self._step += 1
         self._interval.steps += 1
         self._interval.fresh |= fresh
@@ -342,6 +408,24 @@ class Trainer:
             self._close_interval()  # a fresh step's first run is timed alone
         if len(self._pending) >= MAX_PENDING:
             self._drain()
+
+    def _cache_plan(self, pattern, ids) -> tuple[tuple[str, int] | None, Any]:
+        """``(cache mode, prefix rows)`` of the next step: ``('hit', cut)`` with the cached
+        rows, ``('fill', cut)`` (rows ``None``) or ``(None, None)`` (no cache)."""
+        if self.activation_cache is None or ids is None or (
+                self.config.activation_cache is None and not self._data_repeats):
+            return None, None
+        cut = self.activation_cache.cut(pattern)
+        if cut is None:
+            return None, None
+        rows = self.activation_cache.lookup(ids, cut)
+        return (("fill", cut), None) if rows is None else (("hit", cut), rows)
+
+    def _put_hidden(self, rows):
+        sh = sharding.batch_sharding(self.mesh)
+        if sh is None:
+            return jnp.asarray(rows)
+        return jax.device_put(rows, sh)
 
     def _close_interval(self) -> None:
         if self._interval is None:
@@ -358,6 +442,8 @@ class Trainer:
         self._close_interval()
         pending, self._pending = self._pending, []
         fetched = jax.device_get([p["device"] for p in pending])
+        if self.activation_cache is not None:
+            self.activation_cache.flush()  # the steps are done: copy their rows off the device
         out = []
         for p, (metrics, library, emap) in zip(pending, fetched):
             m = {k: float(v) for k, v in metrics.items()}
@@ -465,8 +551,9 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         """Compute accounting of the run so far (see :class:`Accounting`)."""
         self._drain()
+        cache = {} if self.activation_cache is None else self.activation_cache.stats()
         return {"method": self.method.label, "kind": self.method.kind,
-                **self.accounting.summary(),
+                **self.accounting.summary(), **cache,
                 "opt_state_bytes": int(sum(x.nbytes for x in
                                            jax.tree.leaves(self.state.opt_state)))}
 
@@ -535,6 +622,8 @@ class Trainer:
         self._drain()
         self.state, data, host = ckpt.restore(step, self.state)
         self._step, self._tracker, self._stale = int(self.state.step), None, True
+        if self.activation_cache is not None:  # dropped: refilled lazily (exact)
+            self.activation_cache.reset()
         self.accounting.load_json(host)
         self.history = list(host["history"])
         self.eval_history = list(host.get("eval_history", []))
@@ -548,6 +637,8 @@ class Trainer:
 
     def close(self) -> None:
         self._drain()
+        if self.activation_cache is not None:
+            self.activation_cache.close()
         if self._ckpt is not None:
             self._ckpt.close()
         if self._writer is not None:
@@ -579,6 +670,9 @@ def fit_together(
         raise ValueError(f"fit_together: {len(trainers)} trainers but {len(train_iters)} "
                          "iterators.")
     states = checkpoint_data_states or [None] * len(trainers)
+    for tr, it in zip(trainers, train_iters):  # the activation cache's default needs epochs
+        per_epoch = getattr(it, "steps_per_epoch", None)
+        tr._data_repeats = per_epoch is not None and tr.config.steps > per_epoch
     total = max(t.config.steps for t in trainers)
     starts = [t.step for t in trainers]
     show = any(t.config.progress for t in trainers)

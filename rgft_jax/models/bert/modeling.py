@@ -116,6 +116,14 @@ def _normal(config: BertConfig) -> nnx.Initializer:
     return nnx.initializers.normal(config.initializer_range)
 
 
+def _check_cut(cut: int, num_layers: int) -> int:
+    """``cut`` as an int in ``[0, num_layers]`` (the split point of a split forward)."""
+    if isinstance(cut, bool) or not isinstance(cut, int) or not 0 <= cut <= num_layers:
+        raise ValueError(f"cut={cut!r}; allowed: an int in [0, {num_layers}] (layers below it "
+                         "run in hidden_at, the rest in logits_from).")
+    return cut
+
+
 class BertEmbeddings(nnx.Module):
     """Word + absolute position + token-type embeddings, then LayerNorm and dropout."""
 
@@ -230,6 +238,52 @@ class BertEncoder(nnx.Module):
             x = layer(x, mask, deterministic=deterministic, rngs=rngs)
         return x
 
+    def hidden_at(
+        self,
+        cut: int,
+        input_ids: Array,
+        attention_mask: Array | None = None,
+        token_type_ids: Array | None = None,
+        position_ids: Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        """The lower half of a split forward: embeddings and ``layers[:cut]``, ``[B, T, D]``.
+
+        ``encode_from(cut, hidden_at(cut, ...), attention_mask)`` equals ``__call__``; the
+        frozen-prefix activation cache (``rgft_jax.training._cache``) stores this output.
+        """
+        _check_cut(cut, len(self.layers))
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+        x = self.embeddings(
+            input_ids, token_type_ids, position_ids, deterministic=deterministic, rngs=rngs
+        )
+        mask = padding_mask(attention_mask)
+        for i in range(cut):
+            x = self.layers[i](x, mask, deterministic=deterministic, rngs=rngs)
+        return x
+
+    def encode_from(
+        self,
+        cut: int,
+        hidden: Array,
+        attention_mask: Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        """The upper half of a split forward: ``layers[cut:]`` on ``hidden`` ``[B, T, D]``."""
+        _check_cut(cut, len(self.layers))
+        mask = padding_mask(attention_mask)
+        x = hidden
+        for i in range(cut, len(self.layers)):
+            x = self.layers[i](x, mask, deterministic=deterministic, rngs=rngs)
+        return x
+
 
 def mean_pool(hidden: Array, attention_mask: Array | None) -> Array:
     """Attention-masked mean over tokens, as in sentence-transformers.
@@ -319,6 +373,40 @@ class BertForSequenceClassification(nnx.Module):
         pooled = self.pool(
             input_ids, attention_mask, token_type_ids, deterministic=deterministic, rngs=rngs
         )
+        return self.classifier(self.dropout(pooled, deterministic=deterministic, rngs=rngs))
+
+    def hidden_at(
+        self,
+        cut: int,
+        input_ids: Array,
+        attention_mask: Array | None = None,
+        token_type_ids: Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        """Hidden states after the embeddings and ``layers[:cut]`` (see
+        :meth:`BertEncoder.hidden_at`)."""
+        return self.encoder.hidden_at(cut, input_ids, attention_mask, token_type_ids,
+                                      deterministic=deterministic, rngs=rngs)
+
+    def logits_from(
+        self,
+        cut: int,
+        hidden: Array,
+        attention_mask: Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        """Class logits from :meth:`hidden_at`'s output: ``layers[cut:]``, pooling, head.
+
+        ``logits_from(cut, hidden_at(cut, ids, mask, types), mask)`` equals ``__call__``.
+        """
+        h = self.encoder.encode_from(cut, hidden, attention_mask, deterministic=deterministic,
+                                     rngs=rngs)
+        pooled = mean_pool(h, attention_mask) if self.pooler is None else jnp.tanh(
+            self.pooler(h[:, 0]))
         return self.classifier(self.dropout(pooled, deterministic=deterministic, rngs=rngs))
 
 

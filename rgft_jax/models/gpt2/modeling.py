@@ -98,6 +98,14 @@ class GPT2Config(_hf_config.HFConfig):
         return cls(vocab_size=99, n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=37)
 
 
+def _check_cut(cut: int, num_layers: int) -> int:
+    """``cut`` as an int in ``[0, num_layers]`` (the split point of a split forward)."""
+    if isinstance(cut, bool) or not isinstance(cut, int) or not 0 <= cut <= num_layers:
+        raise ValueError(f"cut={cut!r}; allowed: an int in [0, {num_layers}] (layers below it "
+                         "run in hidden_at, the rest in logits_from).")
+    return cut
+
+
 class GPT2Embeddings(nnx.Module):
     """Token + learned absolute position embeddings, then dropout."""
 
@@ -224,6 +232,47 @@ class GPT2LMHeadModel(nnx.Module):
             input_ids, attention_mask, position_ids, deterministic=deterministic, rngs=rngs
         )
         return self.embeddings.word.attend(h)
+
+    def hidden_at(
+        self,
+        cut: int,
+        input_ids: Array,
+        attention_mask: Array | None = None,
+        position_ids: Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        """The lower half of a split forward: embeddings and ``layers[:cut]``, ``[B, T, D]``.
+
+        ``logits_from(cut, hidden_at(cut, ids, mask), mask)`` equals ``__call__`` (the
+        frozen-prefix activation cache stores this output).
+        """
+        _check_cut(cut, len(self.layers))
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+        x = self.embeddings(input_ids, position_ids, deterministic=deterministic, rngs=rngs)
+        mask = causal_mask(input_ids.shape[-1], attention_mask)
+        for i in range(cut):
+            x = self.layers[i](x, mask, deterministic=deterministic, rngs=rngs)
+        return x
+
+    def logits_from(
+        self,
+        cut: int,
+        hidden: Array,
+        attention_mask: Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        """Next-token logits from :meth:`hidden_at`'s output: ``layers[cut:]``, norm, head."""
+        _check_cut(cut, len(self.layers))
+        mask = causal_mask(hidden.shape[1], attention_mask)
+        x = hidden
+        for i in range(cut, len(self.layers)):
+            x = self.layers[i](x, mask, deterministic=deterministic, rngs=rngs)
+        return self.embeddings.word.attend(self.final_norm(x))
 
 
 @nnx.jit

@@ -298,6 +298,14 @@ def attention_mask_for(
     return mask
 
 
+def _check_cut(cut: int, num_layers: int) -> int:
+    """``cut`` as an int in ``[0, num_layers]`` (the split point of a split forward)."""
+    if isinstance(cut, bool) or not isinstance(cut, int) or not 0 <= cut <= num_layers:
+        raise ValueError(f"cut={cut!r}; allowed: an int in [0, {num_layers}] (layers below it "
+                         "run in hidden_at, the rest in logits_from).")
+    return cut
+
+
 class LayerCache(NamedTuple):
     """Keys and values of one layer for incremental decoding."""
 
@@ -536,6 +544,58 @@ class LlamaForCausalLM(nnx.Module):
             deterministic=deterministic, rngs=rngs,
         )
         return self._logits(h)
+
+    def hidden_at(
+        self,
+        cut: int,
+        input_ids: Array,
+        attention_mask: Array | None = None,
+        position_ids: Array | None = None,
+        *,
+        segment_ids: Array | None = None,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        """The lower half of a split forward: the embedding and ``layers[:cut]``, ``[B, T, D]``.
+
+        ``logits_from(cut, hidden_at(cut, ids, mask, pos, segment_ids=s), mask, pos,
+        segment_ids=s)`` equals ``__call__`` (the frozen-prefix activation cache stores this).
+        """
+        _check_cut(cut, len(self.layers))
+        position_ids = self._positions(input_ids.shape, position_ids, segment_ids)
+        x = self.embeddings.word(input_ids)
+        mask = attention_mask_for(input_ids.shape[-1], attention_mask, segment_ids)
+        for i in range(cut):
+            x, _ = self.layers[i](x, position_ids, mask, deterministic=deterministic, rngs=rngs)
+        return x
+
+    def logits_from(
+        self,
+        cut: int,
+        hidden: Array,
+        attention_mask: Array | None = None,
+        position_ids: Array | None = None,
+        *,
+        segment_ids: Array | None = None,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        """Float32 logits from :meth:`hidden_at`'s output: ``layers[cut:]``, norm, head."""
+        _check_cut(cut, len(self.layers))
+        position_ids = self._positions(hidden.shape[:2], position_ids, segment_ids)
+        mask = attention_mask_for(hidden.shape[1], attention_mask, segment_ids)
+        x = hidden
+        for i in range(cut, len(self.layers)):
+            x, _ = self.layers[i](x, position_ids, mask, deterministic=deterministic, rngs=rngs)
+        return self._logits(self.final_norm(x))
+
+    @staticmethod
+    def _positions(shape, position_ids: Array | None, segment_ids: Array | None) -> Array:
+        if position_ids is not None:
+            return position_ids
+        if segment_ids is not None:
+            return segment_positions(segment_ids)
+        return jnp.broadcast_to(jnp.arange(shape[-1]), tuple(shape))
 
     def init_cache(self, batch_size: int, max_length: int) -> KVCache:
         """Empty key/value buffers for ``batch_size`` sequences of up to ``max_length``."""

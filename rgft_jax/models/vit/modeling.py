@@ -114,6 +114,14 @@ def num_labels_from_hf(path_or_dict: str | os.PathLike[str] | Mapping[str, Any])
     return int(hf.get("num_labels", 2))
 
 
+def _check_cut(cut: int, num_layers: int) -> int:
+    """``cut`` as an int in ``[0, num_layers]`` (the split point of a split forward)."""
+    if isinstance(cut, bool) or not isinstance(cut, int) or not 0 <= cut <= num_layers:
+        raise ValueError(f"cut={cut!r}; allowed: an int in [0, {num_layers}] (layers below it "
+                         "run in hidden_at, the rest in logits_from).")
+    return cut
+
+
 class ViTEmbeddings(nnx.Module):
     """Patch convolution, prepended CLS token and learned position embeddings."""
 
@@ -231,6 +239,31 @@ class ViTForImageClassification(nnx.Module):
             Logits ``[B, num_labels]``.
         """
         return self.head(self.features(images, deterministic=deterministic, rngs=rngs)[:, 0])
+
+    def hidden_at(
+        self, cut: int, images: Array, *, deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        """The lower half of a split forward: embeddings and ``layers[:cut]``, ``[B, N+1, D]``.
+
+        ``logits_from(cut, hidden_at(cut, images))`` equals ``__call__``.
+        """
+        _check_cut(cut, len(self.layers))
+        x = self.embeddings(images, deterministic=deterministic, rngs=rngs)
+        for i in range(cut):
+            x = self.layers[i](x, deterministic=deterministic, rngs=rngs)
+        return x
+
+    def logits_from(
+        self, cut: int, hidden: Array, *, deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        """Logits from :meth:`hidden_at`'s output: ``layers[cut:]``, final norm, CLS head."""
+        _check_cut(cut, len(self.layers))
+        x = hidden
+        for i in range(cut, len(self.layers)):
+            x = self.layers[i](x, deterministic=deterministic, rngs=rngs)
+        return self.head(self.final_norm(x)[:, 0])
 
 
 @nnx.jit
