@@ -11,6 +11,16 @@
 True
 """
 
+from rgft_jax.training._anchors import LISA as LISA
+from rgft_jax.training._anchors import AutoFreeze as AutoFreeze
+from rgft_jax.training._anchors import BAdam as BAdam
+from rgft_jax.training._anchors import GreenTrainer as GreenTrainer
+from rgft_jax.training._anchors import RandomLayers as RandomLayers
+from rgft_jax.training._anchors import autofreeze as autofreeze
+from rgft_jax.training._anchors import badam as badam
+from rgft_jax.training._anchors import green_trainer as green_trainer
+from rgft_jax.training._anchors import lisa as lisa
+from rgft_jax.training._anchors import random_layers as random_layers
 from rgft_jax.training._methods import RGFT as RGFT
 from rgft_jax.training._methods import BitFit as BitFit
 from rgft_jax.training._methods import Full as Full
@@ -38,7 +48,17 @@ from rgft_jax.training._methods import rgft_chain as rgft_chain
 from rgft_jax.training._methods import top_layers as top_layers
 
 __all__ = [
+    "LISA",
     "RGFT",
+    "AutoFreeze",
+    "BAdam",
+    "GreenTrainer",
+    "RandomLayers",
+    "autofreeze",
+    "badam",
+    "green_trainer",
+    "lisa",
+    "random_layers",
     "BitFit",
     "Full",
     "Layers",
