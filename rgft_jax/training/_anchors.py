@@ -32,6 +32,7 @@ Everything a schedule decides is a function of the step and of host values it ke
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
@@ -47,8 +48,9 @@ from rgft_jax.training import _components as parts
 from rgft_jax.training import _methods as methods_lib
 
 __all__ = [
-    "AutoFreeze", "BAdam", "GreenTrainer", "LISA", "RandomLayers", "Schedule",
-    "autofreeze", "badam", "green_trainer", "install_mask", "lisa", "random_layers",
+    "AutoFreeze", "BAdam", "DropBP", "GreenTrainer", "LISA", "RandomLayers", "Schedule",
+    "allocate_drop_rates", "autofreeze", "badam", "dropbp", "dropbp_sensitivities",
+    "green_trainer", "install_mask", "lisa", "random_layers", "sample_drop_flags",
     "selection_dp", "selection_dp_brute_force",
 ]
 
@@ -310,13 +312,16 @@ class _GreenSchedule(Schedule):
         chosen[self.order[sel[::-1].astype(bool)]] = 1.0
         return chosen
 
-    def _plan(self, step, opt_state):
+    def is_probe(self, step: int) -> bool:
+        """Selection probes run at step 1 (step 0 has the warm-up's zero learning rate, so
+        no weight change to measure), then every ``select_every`` steps."""
         every = self.method.select_every
-        is_probe = step % every == 0 if every else step == 0
-        if is_probe:  # every tensor takes this step: its weight change enters the importance
+        return step >= 1 and ((step - 1) % every == 0 if every else step == 1)
+
+    def _plan(self, step, opt_state):
+        if self.is_probe(step):  # every tensor takes this step: its weight change counts
             return np.ones(len(self.part), np.float32), True, None
-        after_probe = (step - 1) % every == 0 if every else step == 1
-        if after_probe:
+        if self.is_probe(step - 1):
             imp = np.asarray(jax.device_get(_stats_state(opt_state).stats))
             self.current = self.select(imp)
             self.selections.append({"step": step, "mask": self.current.tolist()})
@@ -630,7 +635,7 @@ class GreenTrainer(_Scheduled):
       rho: FLOPs budget as a fraction of a full step (forward included; GreenTrainer's
         ``rho``, 0.5 in most of its experiments).
       select_every: steps between selections (GreenTrainer: every ``interval`` = 2 epochs;
-        ``None``: one selection at the start).
+        ``None``: one selection, after the probe at step 1; step 0 trains everything).
       tq: integer resolution of the DP's costs (GreenTrainer ``Tq``, default 1000).
     """
 
@@ -692,6 +697,129 @@ def green_trainer(rho: float = 0.5, **kwargs: Any) -> GreenTrainer:
 #: Constructors registered by :mod:`rgft_jax.training._methods` (name -> constructor).
 CONSTRUCTORS: dict[str, Callable[..., methods_lib.Method]] = {
     f.__name__: f for f in (lisa, random_layers, badam, autofreeze, green_trainer)}
+
+
+# ---------------------------------------------------------------------------- DropBP
+def sample_drop_flags(key: jax.Array, rates: np.ndarray, target: float) -> jax.Array:
+    """One step's dropped branches: each with its rate, then (DropBP's
+    ``set_dropped_layers``) the highest-rate kept branches are dropped too until the
+    fraction dropped reaches ``target``. ``rates``: ``float[L, 2]``; returns ``bool[L, 2]``."""
+    rates = np.asarray(rates, np.float32)
+    flat = rates.reshape(-1)
+    drop = jax.random.uniform(key, flat.shape) < flat
+    need = int(math.ceil(target * flat.size - 1e-9))
+    order = np.argsort(-flat, kind="stable")
+    kept = ~drop[order]
+    missing = jnp.maximum(need - jnp.sum(drop), 0)
+    add = kept & (jnp.cumsum(kept) <= missing)
+    out = drop[order] | add
+    return out[np.argsort(order)].reshape(rates.shape)
+
+
+def allocate_drop_rates(sensitivities: Any, flops: Any, target: float,
+                        min_rate: float = 0.0) -> np.ndarray:
+    """DropBP's sensitivity-based drop rates: start every branch at ``min_rate`` and raise
+    the least sensitive branch's rate by 0.1 (up to 0.9) until the expected backward FLOPs
+    ``sum((1 - p) * flops)`` reach ``(1 - target) * sum(flops)``."""
+    c = np.asarray(sensitivities, np.float64).reshape(-1)
+    f = np.asarray(flops, np.float64).reshape(-1)
+    p = np.full(c.shape, float(min_rate))
+    goal = (1.0 - target) * f.sum()
+    spent = ((1.0 - p) * f).sum()
+    order = list(np.argsort(c, kind="stable"))
+    while spent > goal + 1e-9 and order:
+        i = order[0]
+        step = min(0.1, 0.9 - p[i])
+        p[i] += step
+        spent -= f[i] * step
+        if p[i] >= 0.9 - 1e-12:
+            order.pop(0)
+    return np.round(p, 6).reshape(np.shape(sensitivities))
+
+
+def dropbp_sensitivities(model: Any, batch: dict[str, Any], num_layers: int,
+                         task: str = "classification") -> np.ndarray:
+    """DropBP's per-branch sensitivity on one batch: ``sum over tensors of
+    (|g| - |g_j|)^2`` with ``g`` the gradient and ``g_j`` the gradient with branch ``j``'s
+    backward dropped (gradient norms per tensor, DropBP's ``gradnorm=True``); ``[L, 2]``."""
+    from flax import nnx
+
+    from rgft_jax.models import _dropbp
+    from rgft_jax.training._step import forward, loss_and_stats
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+
+    @jax.jit
+    def norms(p, flags):
+        def loss(p):
+            with _dropbp.drop_backward(flags):
+                logits = forward(nnx.merge(graphdef, p, rest), batch, task, True, None)
+            return loss_and_stats(logits, batch, task)[0]
+
+        return jnp.stack([jnp.linalg.norm(g) for g in jax.tree.leaves(jax.grad(loss)(p))])
+
+    base = norms(params, jnp.zeros((num_layers, 2), bool))
+    out = np.zeros((num_layers, 2))
+    for i in range(num_layers):
+        for b in range(2):
+            flags = jnp.zeros((num_layers, 2), bool).at[i, b].set(True)
+            out[i, b] = float(jnp.sum((base - norms(params, flags)) ** 2))
+    return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DropBP(methods_lib.Method):
+    """DropBP (Woo et al., NeurIPS 2024): every step drops the *backward* pass of random
+    residual branches (attention and MLP of each layer; the forward is unchanged), so their
+    weights get no gradient and their backward is not computed.
+
+    Each step draws the dropped branches on the device from ``rates`` (one per layer and
+    branch) and tops them up to ``drop_rate`` of all branches (DropBP's
+    ``set_dropped_layers``); the choice is a ``lax.cond`` per branch, so one compiled step
+    serves every pattern. The saving is at run time (step time): XLA's static FLOPs count of
+    a conditional does not show it. The paper's sensitivity-based rates come from
+    :func:`dropbp_sensitivities` on one batch and :func:`allocate_drop_rates`; pass them as
+    ``rates=`` (default: ``drop_rate`` everywhere). Needs a model whose layers call
+    :func:`rgft_jax.models._dropbp.branch` (BERT).
+
+    Args:
+      drop_rate: target fraction of dropped branches (DropBP's ``p``, 0.5 in its paper).
+      rates: per-branch rates, ``[L][2]`` nested sequences (attention, MLP), or ``None``.
+    """
+
+    kind: ClassVar[str] = "dropbp"
+
+    drop_rate: float = 0.5
+    rates: Any = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._check(_is_real(self.drop_rate) and 0 <= self.drop_rate < 1, "drop_rate",
+                    "a number in [0, 1)")
+        if self.rates is not None:
+            r = np.asarray(self.rates, np.float64)
+            self._check(r.ndim == 2 and r.shape[1] == 2 and bool(np.all((r >= 0) & (r <= 1))),
+                        "rates", "None or [num_layers][2] numbers in [0, 1]")
+            object.__setattr__(self, "rates", tuple(tuple(float(x) for x in row) for row in r))
+
+    def backward_drop_rates(self, num_layers: int) -> np.ndarray:
+        """``float32[L, 2]``: each branch's drop rate."""
+        if self.rates is None:
+            return np.full((num_layers, 2), self.drop_rate, np.float32)
+        r = np.asarray(self.rates, np.float32)
+        if r.shape[0] != num_layers:
+            raise ValueError(f"{self.kind} {self.label!r}: rates has {r.shape[0]} layers, the "
+                             f"model {num_layers}.")
+        return r
+
+
+def dropbp(drop_rate: float = 0.5, **kwargs: Any) -> DropBP:
+    """DropBP: drop the backward of random residual branches (``drop_rate`` of them)."""
+    return DropBP(drop_rate=drop_rate, **kwargs)
+
+
+CONSTRUCTORS["dropbp"] = dropbp
 for _name, _ctor in CONSTRUCTORS.items():
     if _name not in methods_lib.names():
         methods_lib.register(_name, _ctor)

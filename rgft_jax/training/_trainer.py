@@ -201,6 +201,9 @@ class Trainer:
         if self.partition is not None:  # frozen leaves (Rule(freeze=True)): never differentiated
             base = tuple(b and not s.frozen for b, s in zip(base, self.partition.leaves))
         self.base_pattern = base
+        # DropBP: per-branch backward drop rates and the target fraction.
+        self._drop_rates = None if not hasattr(method, "backward_drop_rates") else (
+            method.backward_drop_rates(num_layers), method.drop_rate)
         # Schedule methods (policy 'schedule'): the host decides each step's mask.
         self.schedule = None if method.policy != "schedule" else method.make_schedule(
             self.partition, params, total_steps=config.steps, num_heads=num_heads,
@@ -295,7 +298,8 @@ class Trainer:
         step = make_train_step(
             self.graphdef, self.rest, self.tx, pattern, observe, task=self.config.task,
             dropout=self.config.dropout, partition=self.partition,
-            dsca=None if self.dsca_config is None else (self.dsca_config, self.dsca_partition))
+            dsca=None if self.dsca_config is None else (self.dsca_config, self.dsca_partition),
+            drop_rates=self._drop_rates)
         donate_opt = self.config.donate_optimizer_state
         if donate_opt is None:
             donate_opt = self.partition is None

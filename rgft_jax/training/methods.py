@@ -14,10 +14,12 @@ True
 from rgft_jax.training._anchors import LISA as LISA
 from rgft_jax.training._anchors import AutoFreeze as AutoFreeze
 from rgft_jax.training._anchors import BAdam as BAdam
+from rgft_jax.training._anchors import DropBP as DropBP
 from rgft_jax.training._anchors import GreenTrainer as GreenTrainer
 from rgft_jax.training._anchors import RandomLayers as RandomLayers
 from rgft_jax.training._anchors import autofreeze as autofreeze
 from rgft_jax.training._anchors import badam as badam
+from rgft_jax.training._anchors import dropbp as dropbp
 from rgft_jax.training._anchors import green_trainer as green_trainer
 from rgft_jax.training._anchors import lisa as lisa
 from rgft_jax.training._anchors import random_layers as random_layers
@@ -52,10 +54,12 @@ __all__ = [
     "RGFT",
     "AutoFreeze",
     "BAdam",
+    "DropBP",
     "GreenTrainer",
     "RandomLayers",
     "autofreeze",
     "badam",
+    "dropbp",
     "green_trainer",
     "lisa",
     "random_layers",
