@@ -28,7 +28,9 @@ from recipes import assets
 DEFAULT_LABELS = ("negative", "neutral", "positive")
 #: Registered methods the demo can build from its flags (``modules`` needs a module mask).
 DEMO_METHODS = ("full", "rgft", "rgft_chain", "lora", "bitfit", "random_mask",
-                "magnitude_mask", "top_layers")
+                "magnitude_mask", "top_layers",
+                # The published anchors (rgft_jax.training._anchors), at their papers' defaults.
+                "lisa", "random_layers", "badam", "autofreeze", "green_trainer", "dropbp")
 
 
 @dataclasses.dataclass(frozen=True)
