@@ -123,3 +123,29 @@ def test_autofreeze_freezes_a_prefix_in_the_trainer(runs):
     last = steps[-1]["mask"]
     assert not last[tr.schedule.layer_ids[0]].any()
     assert last[tr.schedule.layer_ids[-1]].all()
+
+
+def test_autofreeze_resumes_bit_exactly_with_its_host_state(tmp_path):
+    """The frozen prefix and the previous norms are saved with the checkpoint: a run
+    resumed after step 2 takes the same masks and ends bit-identical."""
+    from tests.training.conftest import assert_bitwise_equal
+
+    def trainer(workdir):
+        m = methods.autofreeze(learning_rate=1e-2, eval_every=1, percentile=100)
+        return Trainer(bert(LAYERS), m,
+                       TrainConfig(steps=STEPS, progress=False, log_every=1,
+                                   checkpoint_every=2, keep_checkpoints=3),
+                       num_heads=NUM_HEADS, num_layers=LAYERS, num_classes=NUM_CLASSES,
+                       workdir=workdir)
+
+    data = batches(STEPS)
+    straight = trainer(tmp_path / "a")
+    straight.fit(iter(data))
+    resumed = trainer(tmp_path / "a")
+    resumed.restore(2)
+    assert resumed.schedule.state_dict()["prev"] is not None
+    resumed.fit(iter(data[2:]))
+    assert resumed.schedule.state_dict() == straight.schedule.state_dict()
+    assert_bitwise_equal(host(resumed.state.params), host(straight.state.params))
+    straight.close()
+    resumed.close()
