@@ -113,3 +113,52 @@ def test_dropbp_trains_in_the_trainer():
         methods.dropbp(rates=[[0.5, 0.5]]).backward_drop_rates(LAYERS)
     with pytest.raises(ValueError, match="drop_rate"):
         methods.dropbp(drop_rate=1.0)
+
+
+def _tiny_lm(kind: str):
+    if kind == "gpt2":
+        from rgft_jax.models import gpt2
+
+        cfg = gpt2.GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_layer=LAYERS,
+                              n_head=4, n_inner=64)
+        return gpt2.GPT2LMHeadModel(cfg, rngs=nnx.Rngs(0))
+    from rgft_jax.models import llama
+
+    cfg = llama.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64,
+                            num_hidden_layers=LAYERS, num_attention_heads=4,
+                            num_key_value_heads=2, max_position_embeddings=16)
+    return llama.LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_dropbp_switch_in_the_decoders(kind):
+    model = _tiny_lm(kind)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    ids = jnp.asarray(np.random.default_rng(0).integers(1, 50, (2, 8)), jnp.int32)
+
+    def loss(p, flags):
+        with _dropbp.drop_backward(flags):
+            out = nnx.merge(graphdef, p, rest)(ids, jnp.ones_like(ids))
+        return jnp.sum(out.astype(jnp.float32) ** 2) * 1e-3, out
+
+    flags = jnp.asarray([[False, True], [True, False]])
+    g, out = jax.jit(jax.grad(loss, has_aux=True))(params, flags)
+    _, out0 = jax.jit(jax.grad(loss, has_aux=True))(params, jnp.zeros((LAYERS, 2), bool))
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(out0))
+    a0, m0 = _decoder_branch_grads(g, 0)
+    a1, m1 = _decoder_branch_grads(g, 1)
+    assert m0 == 0.0 and a0 > 0 and a1 == 0.0 and m1 > 0
+
+
+def _decoder_branch_grads(grads, layer):
+    flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(grads))[0]
+    attn = mlp = 0.0
+    for path, x in flat:
+        s = "/".join(str(getattr(k, "key", k)) for k in path)
+        if f"layers/{layer}/" in s:
+            v = float(jnp.abs(x.astype(jnp.float32)).sum())
+            if "/attention/" in s or "attention_norm" in s:
+                attn += v
+            elif "/mlp" in s:
+                mlp += v
+    return attn, mlp
