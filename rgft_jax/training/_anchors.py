@@ -781,7 +781,7 @@ class DropBP(methods_lib.Method):
     a conditional does not show it. The paper's sensitivity-based rates come from
     :func:`dropbp_sensitivities` on one batch and :func:`allocate_drop_rates`; pass them as
     ``rates=`` (default: ``drop_rate`` everywhere). Needs a model whose layers call
-    :func:`rgft_jax.models._dropbp.branch` (BERT).
+    :func:`rgft_jax.models._dropbp.branch` (BERT, GPT-2, Llama).
 
     Args:
       drop_rate: target fraction of dropped branches (DropBP's ``p``, 0.5 in its paper).
