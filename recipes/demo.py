@@ -45,7 +45,9 @@ LM_DEFAULTS = dict(methods=("full", "rgft", "lora", "top_layers"), steps=40, bat
                    max_length=64, learning_rate=1e-4, eval_examples=64, update_every=20)
 #: Registered methods the demo can build from its flags (``modules`` needs a module mask).
 DEMO_METHODS = ("full", "rgft", "rgft_chain", "lora", "bitfit", "random_mask",
-                "magnitude_mask", "top_layers")
+                "magnitude_mask", "top_layers",
+                # The published anchors (rgft_jax.training._anchors), at their papers' defaults.
+                "lisa", "random_layers", "badam", "autofreeze", "green_trainer", "dropbp")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,10 @@ changes over the run):
 * ``'refresh'``: probe steps (everything differentiated, error map observed) on mask
   refreshes, sparse steps between them (RGFT);
 * ``'fixed'``: one probe step that installs a fixed mask, sparse steps after it (random and
-  magnitude masks, DSCA modules).
+  magnitude masks, DSCA modules);
+* ``'schedule'``: the host decides every step's mask (and its probe steps) with the method's
+  :meth:`make_schedule` and installs it in the tracker's mask; sparse steps (the anchors
+  of :mod:`rgft_jax.training._anchors`: LISA, BAdam, AutoFreeze, GreenTrainer, ...).
 
 The Trainer reads these attributes and calls :meth:`Method.build` and
 :meth:`Method.prepare_model`; it never switches on a method's name, so a new method plugs
@@ -42,7 +45,7 @@ __all__ = [
     "top_layers",
 ]
 
-POLICIES = ("dense", "refresh", "fixed")
+POLICIES = ("dense", "refresh", "fixed", "schedule")
 
 
 def _is_real(v: Any) -> bool:
@@ -652,3 +655,7 @@ for _ctor in (full, rgft, rgft_chain, lora, bitfit, top_layers, layers, random_m
               magnitude_mask, modules):
     register(_ctor.__name__, _ctor)
 del _ctor
+
+# The anchors (policy 'schedule') live in their own module, which imports this one and
+# registers them.
+from rgft_jax.training import _anchors  # noqa: E402,F401

@@ -101,6 +101,8 @@ def mask_may_change(method: Any, count: int) -> bool:
         return True  # the compact state's first update admits its first active set
     if method.policy == "fixed":
         return count == 0  # the fixed mask is installed by the first update
+    if method.policy == "schedule":
+        return False  # the host installs the mask itself
     if method.policy == "refresh":
         return _refreshes_next(method, count)
     return False

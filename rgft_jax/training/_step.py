@@ -13,6 +13,7 @@ probe step (``rgft_observe``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -191,6 +192,7 @@ def make_train_step(
     dsca: tuple[Any, comp_lib.Partition] | None = None,
     compute_dtype: Any = None,
     cache: tuple[str, int] | None = None,
+    drop_rates: tuple[np.ndarray, float] | None = None,
 ) -> Callable:
     """The step ``(state, batch) -> (state, metrics, library, error_map)`` of one pattern.
 
@@ -212,6 +214,9 @@ def make_train_step(
         (:mod:`rgft_jax.training._cache`): ``'fill'`` runs ``hidden_at(cut)`` then
         ``logits_from(cut)`` and also returns the prefix output; ``'hit'`` reads it from
         ``batch[HIDDEN]`` and runs ``logits_from(cut)`` only. Deterministic steps only.
+      drop_rates: DropBP: ``(rates [L, 2], target)``; each step drops the backward of the
+        residual branches :func:`rgft_jax.training._anchors.sample_drop_flags` draws (key
+        folded from ``state.rng`` and the step).
 
     Returns:
       The step; ``metrics`` are device scalars (``loss``, ``grad_norm``, ``accuracy``),
@@ -251,7 +256,15 @@ def make_train_step(
             if dropout:
                 key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
                 rngs = nnx.Rngs(dropout=key)
-            with sparse_grad.group_grads(_by_module(model, specs) if specs else {}):
+            drop = contextlib.nullcontext()
+            if drop_rates is not None:
+                from rgft_jax.models import _dropbp
+                from rgft_jax.training._anchors import sample_drop_flags
+
+                key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+                flags = sample_drop_flags(jax.random.fold_in(key, 0xDB), *drop_rates)
+                drop = _dropbp.drop_backward(flags)
+            with drop, sparse_grad.group_grads(_by_module(model, specs) if specs else {}):
                 if cache is None:
                     logits, hidden = forward(model, batch, task, not dropout, rngs), None
                 else:

@@ -37,6 +37,7 @@ from jax.sharding import Mesh
 
 from rgft_jax._src import residual
 from rgft_jax.training import _accounting as acc_lib
+from rgft_jax.training import _anchors as anchors
 from rgft_jax.training import _cache as cache_lib
 from rgft_jax.training import _components as parts
 from rgft_jax.training import _methods as methods_lib
@@ -248,6 +249,13 @@ class Trainer:
         if self.partition is not None:  # frozen leaves (Rule(freeze=True)): never differentiated
             base = tuple(b and not s.frozen for b, s in zip(base, self.partition.leaves))
         self.base_pattern = base
+        # DropBP: per-branch backward drop rates and the target fraction.
+        self._drop_rates = None if not hasattr(method, "backward_drop_rates") else (
+            method.backward_drop_rates(num_layers), method.drop_rate)
+        # Schedule methods (policy 'schedule'): the host decides each step's mask.
+        self.schedule = None if method.policy != "schedule" else method.make_schedule(
+            self.partition, params, total_steps=config.steps, num_heads=num_heads,
+            num_layers=num_layers, batch_shape=batch_shape)
         self.accounting = acc_lib.Accounting(patterns.count_params(params))
         if mesh is not None:
             params = jax.device_put(params, sharding.fsdp_shardings(params, mesh))
@@ -333,7 +341,17 @@ class Trainer:
         """The pattern of the next step and whether it is a probe step (may sync)."""
         if not self.method.uses_sparse_steps:
             return self.base_pattern, True
-        if self._stale or self._tracker is None or patterns.mask_may_change(
+        if self.schedule is not None:
+            mask, probe, opt_state = self.schedule.plan(self._step, self.state.opt_state)
+            if self._tracker is None or not np.array_equal(mask, self._tracker.mask):
+                opt_state = self.state.opt_state if opt_state is None else opt_state
+                opt_state = anchors.install_mask(opt_state, mask)
+            if opt_state is not None:
+                self.state = self.state._replace(opt_state=opt_state)
+            self._tracker, self._stale = _Tracker(self._step, np.asarray(mask)), False
+            if probe:
+                return self.base_pattern, True
+        elif self._stale or self._tracker is None or patterns.mask_may_change(
                 self.method, self._tracker.step):
             self._sync_tracker()
         return patterns.next_pattern(
@@ -351,7 +369,8 @@ class Trainer:
             self.graphdef, self.rest, self.tx, pattern, observe, task=self.config.task,
             dropout=self.config.dropout, partition=self.partition,
             dsca=None if self.dsca_config is None else (self.dsca_config, self.dsca_partition),
-            compute_dtype=self.config.compute_dtype, cache=cache)
+            compute_dtype=self.config.compute_dtype, cache=cache,
+            drop_rates=self._drop_rates)
         donate_opt = self.config.donate_optimizer_state
         if donate_opt is None:
             donate_opt = self.partition is None
@@ -609,6 +628,7 @@ class Trainer:
         """The run's accounting and histories, as JSON."""
         return {**self.accounting.to_json(), "history": self.history,
                 "eval_history": self.eval_history,
+                "schedule": None if self.schedule is None else self.schedule.state_dict(),
                 "error_history": [[s, r.tolist(), m.tolist()] for s, r, m in self.error_history],
                 "module_history": [{**h, "labels": np.asarray(h["labels"]).tolist()}
                                    for h in self.module_history]}
@@ -629,6 +649,8 @@ class Trainer:
         self.eval_history = list(host.get("eval_history", []))
         self._gflops_total = sum(self.accounting.flops_by_pattern.get(k, 0.0) * n for k, n in
                                  self.accounting.pattern_steps.items()) / 1e9
+        if self.schedule is not None and host.get("schedule") is not None:
+            self.schedule.load_state_dict(host["schedule"])
         self.error_history = [(s, np.asarray(r, np.float32), np.asarray(m, np.float32))
                               for s, r, m in host["error_history"]]
         self.module_history = [{**h, "labels": np.asarray(h["labels"], np.int32)}

@@ -11,6 +11,18 @@
 True
 """
 
+from rgft_jax.training._anchors import LISA as LISA
+from rgft_jax.training._anchors import AutoFreeze as AutoFreeze
+from rgft_jax.training._anchors import BAdam as BAdam
+from rgft_jax.training._anchors import DropBP as DropBP
+from rgft_jax.training._anchors import GreenTrainer as GreenTrainer
+from rgft_jax.training._anchors import RandomLayers as RandomLayers
+from rgft_jax.training._anchors import autofreeze as autofreeze
+from rgft_jax.training._anchors import badam as badam
+from rgft_jax.training._anchors import dropbp as dropbp
+from rgft_jax.training._anchors import green_trainer as green_trainer
+from rgft_jax.training._anchors import lisa as lisa
+from rgft_jax.training._anchors import random_layers as random_layers
 from rgft_jax.training._methods import RGFT as RGFT
 from rgft_jax.training._methods import BitFit as BitFit
 from rgft_jax.training._methods import Full as Full
@@ -38,7 +50,19 @@ from rgft_jax.training._methods import rgft_chain as rgft_chain
 from rgft_jax.training._methods import top_layers as top_layers
 
 __all__ = [
+    "LISA",
     "RGFT",
+    "AutoFreeze",
+    "BAdam",
+    "DropBP",
+    "GreenTrainer",
+    "RandomLayers",
+    "autofreeze",
+    "badam",
+    "dropbp",
+    "green_trainer",
+    "lisa",
+    "random_layers",
     "BitFit",
     "Full",
     "Layers",

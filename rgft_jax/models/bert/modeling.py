@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rgft_jax.models import _hf_config, _loading
+from rgft_jax.models import _dropbp, _hf_config, _loading
 from rgft_jax.models._layers import (
     Mlp,
     MultiHeadAttention,
@@ -181,9 +181,11 @@ class BertLayer(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ) -> Array:
         """Applies the layer to ``[B, T, D]``; ``mask`` is boolean ``[B, 1, 1, T]``."""
-        h = self.attention(x, mask, deterministic=deterministic, rngs=rngs)
+        # DropBP (rgft_jax.models._dropbp): each residual branch may drop its backward.
+        h = _dropbp.branch(_dropbp.ATTENTION, lambda y: self.attention(
+            y, mask, deterministic=deterministic, rngs=rngs), x)
         x = self.attention_norm(x + self.dropout(h, deterministic=deterministic, rngs=rngs))
-        h = self.mlp(x)
+        h = _dropbp.branch(_dropbp.MLP, self.mlp, x)
         return self.mlp_norm(x + self.dropout(h, deterministic=deterministic, rngs=rngs))
 
 
@@ -234,8 +236,9 @@ class BertEncoder(nnx.Module):
             input_ids, token_type_ids, position_ids, deterministic=deterministic, rngs=rngs
         )
         mask = padding_mask(attention_mask)
-        for layer in self.layers:
-            x = layer(x, mask, deterministic=deterministic, rngs=rngs)
+        for i, layer in enumerate(self.layers):
+            with _dropbp.layer(i):
+                x = layer(x, mask, deterministic=deterministic, rngs=rngs)
         return x
 
     def hidden_at(

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rgft_jax.models import _hf_config
+from rgft_jax.models import _dropbp, _hf_config
 from rgft_jax.models._layers import (
     Mlp,
     MultiHeadAttention,
@@ -167,9 +167,11 @@ class GPT2Block(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ) -> Array:
         """Applies the block to ``[B, T, D]``; ``mask`` is boolean ``[B|1, 1, T, T]``."""
-        h = self.attention(self.attention_norm(x), mask, deterministic=deterministic, rngs=rngs)
+        # DropBP (rgft_jax.models._dropbp): each residual branch may drop its backward.
+        h = _dropbp.branch(_dropbp.ATTENTION, lambda y: self.attention(
+            self.attention_norm(y), mask, deterministic=deterministic, rngs=rngs), x)
         x = x + self.dropout(h, deterministic=deterministic, rngs=rngs)
-        h = self.mlp(self.mlp_norm(x))
+        h = _dropbp.branch(_dropbp.MLP, lambda y: self.mlp(self.mlp_norm(y)), x)
         return x + self.dropout(h, deterministic=deterministic, rngs=rngs)
 
 
@@ -202,8 +204,9 @@ class GPT2LMHeadModel(nnx.Module):
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
         x = self.embeddings(input_ids, position_ids, deterministic=deterministic, rngs=rngs)
         mask = causal_mask(input_ids.shape[-1], attention_mask)
-        for layer in self.layers:
-            x = layer(x, mask, deterministic=deterministic, rngs=rngs)
+        for i, layer in enumerate(self.layers):
+            with _dropbp.layer(i):
+                x = layer(x, mask, deterministic=deterministic, rngs=rngs)
         return self.final_norm(x)
 
     def __call__(

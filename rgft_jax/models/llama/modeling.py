@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rgft_jax.models import _hf_config
+from rgft_jax.models import _dropbp, _hf_config
 from rgft_jax.models._layers import Projection, get_activation
 
 Array = jax.Array
@@ -430,12 +430,17 @@ class LlamaBlock(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ) -> tuple[Array, LayerCache | None]:
         """Applies the block to ``[B, T, D]``; see :meth:`LlamaAttention.__call__`."""
-        h, cache = self.attention(
-            self.attention_norm(x), positions, mask, cache=cache, cache_index=cache_index,
-            deterministic=deterministic, rngs=rngs,
-        )
+        if cache is None:  # training: DropBP (rgft_jax.models._dropbp) may drop the backward
+            h = _dropbp.branch(_dropbp.ATTENTION, lambda y: self.attention(
+                self.attention_norm(y), positions, mask, cache=None, cache_index=cache_index,
+                deterministic=deterministic, rngs=rngs)[0], x)
+        else:
+            h, cache = self.attention(
+                self.attention_norm(x), positions, mask, cache=cache, cache_index=cache_index,
+                deterministic=deterministic, rngs=rngs,
+            )
         x = x + h
-        return x + self.mlp(self.mlp_norm(x)), cache
+        return x + _dropbp.branch(_dropbp.MLP, lambda y: self.mlp(self.mlp_norm(y)), x), cache
 
 
 class _Embed(nnx.Module):
@@ -510,8 +515,9 @@ class LlamaForCausalLM(nnx.Module):
                 position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
         x = self.embeddings.word(input_ids)
         mask = attention_mask_for(input_ids.shape[-1], attention_mask, segment_ids)
-        for layer in self.layers:
-            x, _ = layer(x, position_ids, mask, deterministic=deterministic, rngs=rngs)
+        for i, layer in enumerate(self.layers):
+            with _dropbp.layer(i):
+                x, _ = layer(x, position_ids, mask, deterministic=deterministic, rngs=rngs)
         return self.final_norm(x)
 
     def __call__(
