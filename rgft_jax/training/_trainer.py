@@ -41,7 +41,7 @@ from rgft_jax.training import _components as parts
 from rgft_jax.training import _methods as methods_lib
 from rgft_jax.training import _patterns as patterns
 from rgft_jax.training import _sharding as sharding
-from rgft_jax.training._checkpoint import Checkpointer
+from rgft_jax.training._checkpoint import Checkpointer, RunMismatchError
 from rgft_jax.training._compile_cache import CompileCache, signature
 from rgft_jax.training._evaluation import evaluate, make_eval_step
 from rgft_jax.training._step import TASKS, TrainState, make_train_step
@@ -218,6 +218,9 @@ class Trainer:
         self._interval: _Interval | None = None
         self._last: dict[str, float] = {}  # host metrics of the last drained step
         self._eval_fn = self._writer = self._ckpt = None
+        #: JSON values a checkpoint must match to resume this run (e.g. the data's
+        #: identity); saved with every checkpoint (see :meth:`run_fingerprint`).
+        self.run_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ state
     def _init_state(self, params) -> TrainState:
@@ -489,19 +492,59 @@ class Trainer:
 
     def _host_state(self) -> dict[str, Any]:
         """The run's accounting and histories, as JSON."""
-        return {**self.accounting.to_json(), "history": self.history,
+        return {**self.accounting.to_json(), "run": self.run_fingerprint(),
+                "history": self.history,
                 "error_history": [[s, r.tolist(), m.tolist()] for s, r, m in self.error_history],
                 "module_history": [{**h, "labels": np.asarray(h["labels"]).tolist()}
                                    for h in self.module_history]}
 
+    def run_fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint must match to resume this run: method, steps, seed, the params'
+        paths, shapes and dtypes, and :attr:`run_info` (e.g. the data's identity)."""
+        import hashlib
+
+        from rgft_jax.training._checkpoint import path_names
+
+        sig = [("/".join(p), tuple(x.shape), str(x.dtype)) for p, x in zip(
+            path_names(self.state.params), jax.tree.leaves(self.state.params))]
+        return {"method": self.method.label, "steps": self.config.steps,
+                "seed": self.config.seed, "dsca": self.dsca_config is not None,
+                "params": hashlib.sha256(repr(sig).encode()).hexdigest()[:16],
+                **{k: v for k, v in self.run_info.items()}}
+
+    def _check_fingerprint(self, host: Mapping[str, Any], where: str) -> None:
+        saved, mine = host.get("run"), self.run_fingerprint()
+        if saved is None:  # written by an older version
+            return
+        diff = [k for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
+        if diff:
+            shown = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {mine.get(k)!r}"
+                              for k in diff)
+            raise RunMismatchError(
+                f"restore: {where} belongs to another run ({shown}). Use another "
+                             "workdir/--out, or delete the checkpoints to start afresh.")
+
     def restore(self, step: int | None = None) -> Any:
-        """Restores the latest (or given) checkpoint; returns the saved data position."""
+        """Restores the latest (or given) checkpoint; returns the saved data position.
+
+        Without ``step``, a damaged latest checkpoint is skipped with a logged warning and
+        the previous good one restored (see :mod:`rgft_jax.training._checkpoint`).
+
+        Raises:
+          ValueError: the checkpoint belongs to another run (method, model, ``steps``, seed
+            or :attr:`run_info` differ); the message names what differs.
+        """
         ckpt = self._checkpointer()
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
-            return None
         self._drain()
-        self.state, data, host = ckpt.restore(step, self.state)
+        check = lambda host, where: self._check_fingerprint(host, f"the checkpoint at {where}")
+        if step is None:
+            found = ckpt.restore_latest(self.state, check)
+            if found is None:
+                return None
+            step, state, data, host = found
+        else:
+            state, data, host = ckpt.restore(step, self.state, check)
+        self.state = state
         self._step, self._tracker, self._stale = int(self.state.step), None, True
         self.accounting.load_json(host)
         self.history = list(host["history"])
