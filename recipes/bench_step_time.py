@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
 
 import numpy as np
+
+from recipes import _cli
 
 MODELS = ("minilm", "bert-base", "tiny")
 DEFAULT_METHODS = ("full", "rgft_budget50", "rgft_budget40", "rgft_budget25", "top_layers",
@@ -159,6 +160,7 @@ COLUMNS = (
 )
 
 
+@_cli.command
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m recipes.bench_step_time", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,4 +215,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(_cli.exit_code(main()))

@@ -31,7 +31,7 @@ import os
 import sys
 import time
 
-from recipes import demo
+from recipes import _cli, demo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,6 +402,7 @@ def parse_args(argv: list[str]) -> CardConfig:
     return CardConfig(**kw)
 
 
+@_cli.command
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_args(sys.argv[1:] if argv is None else argv)
@@ -416,4 +417,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_cli.exit_code(main()))

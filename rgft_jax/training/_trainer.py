@@ -37,6 +37,7 @@ from jax.sharding import Mesh
 
 from rgft_jax._src import residual
 from rgft_jax.training import _accounting as acc_lib
+from rgft_jax.training import _checkpoint as _ckpt
 from rgft_jax.training import _components as parts
 from rgft_jax.training import _methods as methods_lib
 from rgft_jax.training import _patterns as patterns
@@ -193,6 +194,13 @@ class Trainer:
         # The compiled steps donate their state: copy, so the caller's model (and any tree
         # sharing its arrays) stays usable after training starts.
         params = jax.tree.map(jnp.copy, nnx.to_pure_dict(params))
+        ints = [f"{'/'.join(p)} ({x.dtype})" for p, x in zip(
+            _ckpt.path_names(params), jax.tree.leaves(params))
+            if not jnp.issubdtype(x.dtype, jnp.inexact)]
+        if ints:
+            raise ValueError(f"Trainer: model params {ints[:3]} are not floating point; allowed: "
+                             "float params only (keep integer state in an nnx.Variable that "
+                             "is not an nnx.Param).")
         self.tx, self.partition, trainable = method.build(
             params, total_steps=config.steps, num_heads=num_heads, num_layers=num_layers,
             target_ratio=target_ratio, batch_shape=batch_shape)
@@ -522,7 +530,7 @@ class Trainer:
                               for k in diff)
             raise RunMismatchError(
                 f"restore: {where} belongs to another run ({shown}). Use another "
-                             "workdir/--out, or delete the checkpoints to start afresh.")
+                "workdir/--out, or delete the checkpoints to start afresh.")
 
     def restore(self, step: int | None = None) -> Any:
         """Restores the latest (or given) checkpoint; returns the saved data position.
