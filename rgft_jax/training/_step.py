@@ -28,6 +28,11 @@ from rgft_jax._src import residual
 
 TASKS = ("classification", "lm", "image_classification")
 
+#: Test hook (not a user code path): ``{'loss' | 'grads': steps}`` makes the steps built
+#: while it is set return a NaN loss (and so NaN gradients) or an Inf gradient at those
+#: ``state.step`` values. tests/faults/nonfinite_test.py sets it through monkeypatch.
+FAULTS: dict[str, Any] | None = None
+
 
 class TrainState(NamedTuple):
     """Everything a resumed run needs besides the data position."""
@@ -135,6 +140,11 @@ def make_train_step(
         raise ValueError("make_train_step: int pattern entries need partition=.")
     # What the optimizer is told: False = not differentiated in this compiled step.
     trainable = tuple(k is not False for k in pattern)
+    faults = dict(FAULTS or {})
+
+    def at_fault(kind, step):
+        steps = tuple(faults.get(kind, ()))
+        return jnp.isin(step, jnp.asarray(steps, jnp.int32)) if steps else jnp.asarray(False)
 
     def step(state: TrainState, batch):
         treedef = jax.tree_util.tree_structure(state.params)
@@ -153,9 +163,17 @@ def make_train_step(
                 rngs = nnx.Rngs(dropout=key)
             with sparse_grad.group_grads(_by_module(model, specs) if specs else {}):
                 logits = forward(model, batch, task, not dropout, rngs)
-            return loss_and_stats(logits, batch, task)
+            loss, stats = loss_and_stats(logits, batch, task)
+            return jnp.where(at_fault("loss", state.step), jnp.nan, 1.0) * loss, stats
 
         (loss, stats), g_train = jax.value_and_grad(loss_fn, has_aux=True)(train)
+        if g_train and "grads" in faults:
+            g_train = [g_train[0] * jnp.where(at_fault("grads", state.step), jnp.inf, 1.0),
+                       *g_train[1:]]
+        # A step whose loss or gradient is not finite changes nothing (params, optimizer
+        # state, DSCA state) but the step counter; the step is reported as skipped.
+        grad_norm = optax.tree.norm(g_train)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         it = iter(g_train)
         grads = jax.tree_util.tree_unflatten(
             treedef, [next(it) if t is not False else jnp.zeros_like(x)
@@ -164,7 +182,8 @@ def make_train_step(
                                        rgft_observe=jnp.asarray(observe),
                                        rgft_trainable=trainable)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(g_train)}
+        metrics = {"loss": loss, "grad_norm": grad_norm,
+                   "skipped": (~finite).astype(jnp.float32)}
         if task != "lm":
             metrics["accuracy"] = jnp.mean((stats["pred"] == batch["label"]).astype(jnp.float32))
         dsca_state, library = state.dsca, None
@@ -172,6 +191,10 @@ def make_train_step(
             from rgft_jax import dsca as dsca_lib
 
             dsca_state, library = dsca_lib.dsca_step(state.dsca, dsca[1], grads, dsca[0])
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+        if dsca_state is not None:
+            dsca_state = keep(dsca_state, state.dsca)
         new = TrainState(state.step + 1, params, opt_state, state.rng, dsca_state)
         emap = None if partition is None else residual.error_map(opt_state)
         return new, metrics, library, emap

@@ -225,6 +225,9 @@ class Trainer:
         self._pending: list[dict[str, Any]] = []  # dispatched, metrics still on device
         self._interval: _Interval | None = None
         self._last: dict[str, float] = {}  # host metrics of the last drained step
+        #: Steps skipped because their loss or gradient was not finite (they changed
+        #: nothing but the step counter; see docs/design.md, "Non-finite steps").
+        self.skipped_steps = 0
         self._eval_fn = self._writer = self._ckpt = None
         #: JSON values a checkpoint must match to resume this run (e.g. the data's
         #: identity); saved with every checkpoint (see :meth:`run_fingerprint`).
@@ -353,19 +356,24 @@ class Trainer:
         out = []
         for p, (metrics, library, emap) in zip(pending, fetched):
             m = {k: float(v) for k, v in metrics.items()}
+            skipped = m.get("skipped", 0.0) > 0
+            if skipped:  # non-finite loss or gradient: the step changed nothing
+                self.skipped_steps += 1
+                # The tracker did not count it: the host's prediction of its count is off.
+                self._stale = True
             iv, entry = p["interval"], p["entry"]
             m.update(step=p["step"], step_time_s=iv.seconds / iv.steps, probe=float(p["observe"]),
                      trainable_fraction=entry.n_trainable / self.accounting.total_params)
             if emap is not None:
                 ratio, hard = residual.update_ratio(emap, self.partition)
                 m.update(update_ratio=float(ratio), hard_active=float(hard))
-                if p["observe"]:
+                if p["observe"] and not skipped:
                     self.error_history.append(
                         (p["step"], np.asarray(emap.residuals), np.asarray(emap.mask)))
             else:
                 m.update(update_ratio=entry.n_trainable / self.accounting.total_params)
             self.accounting.record_step(entry.key, m["update_ratio"])
-            if library is not None:
+            if library is not None and not skipped:
                 self.module_history.append({
                     "step": p["step"], "labels": np.asarray(library.labels),
                     **{k: float(getattr(library, k)) for k in ("ari", "nmi", "kappa", "drift")}})
@@ -446,7 +454,7 @@ class Trainer:
         """Compute accounting of the run so far (see :class:`Accounting`)."""
         self._drain()
         return {"method": self.method.label, "kind": self.method.kind,
-                **self.accounting.summary(),
+                **self.accounting.summary(), "skipped_steps": self.skipped_steps,
                 "opt_state_bytes": int(sum(x.nbytes for x in
                                            jax.tree.leaves(self.state.opt_state)))}
 
@@ -501,6 +509,7 @@ class Trainer:
     def _host_state(self) -> dict[str, Any]:
         """The run's accounting and histories, as JSON."""
         return {**self.accounting.to_json(), "run": self.run_fingerprint(),
+                "skipped_steps": self.skipped_steps,
                 "history": self.history,
                 "error_history": [[s, r.tolist(), m.tolist()] for s, r, m in self.error_history],
                 "module_history": [{**h, "labels": np.asarray(h["labels"]).tolist()}
@@ -556,6 +565,7 @@ class Trainer:
         self._step, self._tracker, self._stale = int(self.state.step), None, True
         self.accounting.load_json(host)
         self.history = list(host["history"])
+        self.skipped_steps = int(host.get("skipped_steps", 0))
         self.error_history = [(s, np.asarray(r, np.float32), np.asarray(m, np.float32))
                               for s, r, m in host["error_history"]]
         self.module_history = [{**h, "labels": np.asarray(h["labels"], np.int32)}
