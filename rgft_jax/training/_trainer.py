@@ -288,7 +288,11 @@ class Trainer:
     def _put_batch(self, batch: Mapping[str, np.ndarray]):
         batch = {k: np.asarray(v) for k, v in batch.items()}
         sh = sharding.batch_sharding(self.mesh)
-        return jax.tree.map(jnp.asarray, batch) if sh is None else jax.device_put(batch, sh)
+        if sh is None:
+            return jax.tree.map(jnp.asarray, batch)
+        if jax.process_count() > 1:  # each process passes its own share of the global batch
+            return {k: jax.make_array_from_process_local_data(sh, v) for k, v in batch.items()}
+        return jax.device_put(batch, sh)
 
     def _compile(self, pattern, observe, batch) -> _Compiled:
         step = make_train_step(
