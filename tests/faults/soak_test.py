@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-STEPS, WARMUP, EVERY, RESUME_AT = 2000, 200, 100, 1000
+STEPS, WARMUP, EVERY, RESUME_AT = 2000, 1000, 100, 500
 
 
 def rss_mb() -> float:
