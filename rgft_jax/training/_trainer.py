@@ -226,7 +226,7 @@ class Trainer:
         self._interval: _Interval | None = None
         self._last: dict[str, float] = {}  # host metrics of the last drained step
         #: Steps skipped because their loss or gradient was not finite (they changed
-        #: nothing but the step counter; see docs/design.md, "Non-finite steps").
+        #: nothing but the step counter; README, "Runs that fail").
         self.skipped_steps = 0
         self._eval_fn = self._writer = self._ckpt = None
         #: JSON values a checkpoint must match to resume this run (e.g. the data's
@@ -534,7 +534,10 @@ class Trainer:
                 **{k: v for k, v in self.run_info.items()}}
 
     def _check_fingerprint(self, host: Mapping[str, Any], where: str) -> None:
-        saved, mine = host.get("run"), self.run_fingerprint()
+        import json
+
+        # Compared as JSON (tuples in run_info come back from a checkpoint as lists).
+        saved, mine = host.get("run"), json.loads(json.dumps(self.run_fingerprint()))
         if saved is None:  # written by an older version
             return
         diff = [k for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
