@@ -44,9 +44,12 @@ def child(target: list[str]) -> None:
     """Runs in each process: joins the group, then runs the target as ``__main__``."""
     import jax
 
-    jax.distributed.initialize(os.environ["RGFT_COORDINATOR"],
-                               num_processes=int(os.environ["RGFT_NUM_PROCESSES"]),
-                               process_id=int(os.environ["RGFT_PROCESS_ID"]))
+    jax.distributed.initialize(
+        os.environ["RGFT_COORDINATOR"], num_processes=int(os.environ["RGFT_NUM_PROCESSES"]),
+        process_id=int(os.environ["RGFT_PROCESS_ID"]),
+        # A process whose heartbeats stop this long is declared dead (and all stop): raise
+        # it on a starved machine (tests on a shared CPU).
+        heartbeat_timeout_seconds=int(os.environ.get("RGFT_HEARTBEAT_TIMEOUT_S", "100")))
     sys.argv = list(target)
     if target[0].endswith(".py"):
         runpy.run_path(target[0], run_name="__main__")

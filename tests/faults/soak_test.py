@@ -28,7 +28,7 @@ def make(workdir):
     method = methods.rgft(learning_rate=1e-3, update_every=10, components="layers",
                           threshold=("top_k", 1))
     config = TrainConfig(steps=STEPS, progress=False, log_every=EVERY,
-                         checkpoint_every=RESUME_AT, keep_checkpoints=3)
+                         checkpoint_every=RESUME_AT, keep_checkpoints=0)  # keep all
     return Trainer(bert(2), method, config, num_heads=NUM_HEADS, num_layers=2,
                    num_classes=NUM_CLASSES, workdir=workdir,
                    dsca={"num_modules": 2, "embed_dim": 2, "sketch_dim": 8})

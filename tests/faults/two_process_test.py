@@ -21,7 +21,7 @@ SCRIPT = str(REPO / "tests" / "faults" / "_two_process.py")
 def _env(devices=None):
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, PYTHONPATH=path, JAX_PLATFORMS="cpu",
-               JAX_DISABLE_MOST_OPTIMIZATIONS="true")
+               JAX_DISABLE_MOST_OPTIMIZATIONS="true", RGFT_HEARTBEAT_TIMEOUT_S="900")
     env.pop("XLA_FLAGS", None)
     if devices:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
