@@ -42,7 +42,7 @@ def _tmp_dirs(root: str) -> list[str]:
 
 
 def run_with_kills(cmd: list[str], env: dict[str, str], watch: str, kills: int, seed: int,
-                   log_path: str, timeout: float = 900) -> list[Kill]:
+                   log_path: str, timeout: float = 2400) -> list[Kill]:
     """Runs ``cmd`` (SIGKILLed ``kills`` times, rerun after each) until it exits 0.
 
     Args:
