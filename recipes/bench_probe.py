@@ -19,10 +19,12 @@ import time
 import numpy as np
 from flax import nnx
 
+from recipes import _cli
 from rgft_jax.models import bert
 from rgft_jax.training import TrainConfig, Trainer, methods
 
 
+@_cli.command
 def main(argv=None) -> dict[str, float]:
     p = argparse.ArgumentParser(prog="python -m recipes.bench_probe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,4 +73,4 @@ def main(argv=None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(_cli.exit_code(main()))

@@ -35,13 +35,12 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from typing import Any
 
 import numpy as np
 
-from recipes import demo
+from recipes import _cli, demo
 
 #: The default comparison. Learning rates: each method's best of {1e-4, 3e-4, 1e-3} in a
 #: one-seed sweep (seed 0, 120 steps; the README lists it); LoRA and BitFit at their usual
@@ -280,6 +279,7 @@ def table(agg: list[dict[str, Any]]) -> str:
     return markdown_table(rows, COLUMNS)
 
 
+@_cli.command
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m recipes.bench_savings", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,4 +356,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(_cli.exit_code(main()))

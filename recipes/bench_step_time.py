@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
 
 import numpy as np
+
+from recipes import _cli
 
 MODELS = ("minilm", "bert-base", "tiny", "smollm2", "llama-tiny")
 LM_MODELS = ("smollm2", "llama-tiny")
@@ -249,6 +250,7 @@ COLUMNS = (
 )
 
 
+@_cli.command
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m recipes.bench_step_time", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -307,4 +309,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(_cli.exit_code(main()))

@@ -33,11 +33,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from typing import Any
 
 import numpy as np
+
+from recipes import _cli
 
 SIDES = ("torch", "trainer", "plain")
 
@@ -212,6 +213,7 @@ def run(a) -> dict[str, Any]:
             "rows": rows, "times_s": times, "losses": losses, "wall_time_s": time.time() - t0}
 
 
+@_cli.command
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m recipes.bench_torch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -270,4 +272,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(_cli.exit_code(main()))

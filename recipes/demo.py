@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Any
 
-from recipes import assets
+from recipes import _cli, assets
 
 DEFAULT_LABELS = ("negative", "neutral", "positive")
 TASKS = ("classification", "lm", "instruct")
@@ -79,6 +79,7 @@ class DemoConfig:
     out: str = "runs/demo"
     data_dir: str | None = None  # TFDS data dir (default: <out>/../tfds)
     checkpoint_every: int = 100  # orbax checkpoints; a rerun with the same --out resumes
+    keep_checkpoints: bool = False  # keep them after finishing (default: deleted)
     progress: bool = True
     task: str = "classification"  # or 'lm' / 'instruct' (a causal LM: --model smollm2)
     dtype: str = "float32"  # LM tasks: 'bfloat16' computes in bf16 on float32 masters
@@ -183,7 +184,11 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     if cfg.task != "classification":
         return _lm_run(cfg)
     t_start = time.time()
-    os.makedirs(cfg.out, exist_ok=True)
+    try:
+        os.makedirs(cfg.out, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"--out {cfg.out!r}: cannot create it ({e.strerror}); allowed: a "
+                      "writable folder.") from None
     model_dir = cfg.model or default_model_dir()
     bcfg = bert.BertConfig.from_hf(model_dir)
     t0 = time.time()
@@ -214,6 +219,11 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                               batch_shape=(cfg.batch_size, cfg.max_length))
             it = data.TrainIterator(train_src, batch_size=cfg.batch_size, seed=seed,
                                     batch_fn=batcher)
+            # A checkpoint of other data or batches is refused, not silently resumed.
+            trainer.run_info["data"] = {
+                "train": os.path.basename(cfg.train) if cfg.train else "crowdflower",
+                "examples": len(train_src), "batch_size": cfg.batch_size,
+                "max_length": cfg.max_length}
             if cfg.checkpoint_every:
                 position = trainer.restore()  # None when there is no checkpoint yet
                 if position is not None:
@@ -242,9 +252,13 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                   f"{row['gflops_per_step']:.1f} GFLOP/step  update ratio "
                   f"{row['update_ratio']:.3f}  compiles {row['compilations']}", flush=True)
             trainer.close()
-            if trainer.checkpoint_dir and os.path.isdir(trainer.checkpoint_dir):
+            if (not cfg.keep_checkpoints and trainer.checkpoint_dir
+                    and os.path.isdir(trainer.checkpoint_dir)):
                 # Finished: a rerun trains afresh. Only an interrupted run leaves checkpoints.
-                shutil.rmtree(trainer.checkpoint_dir)
+                # Renamed first: a kill mid-delete leaves no half-deleted step to resume.
+                doomed = trainer.checkpoint_dir + ".deleting"
+                os.replace(trainer.checkpoint_dir, doomed)
+                shutil.rmtree(doomed)
         print(f"seed {seed}: {len(trainers)} methods in lockstep, {wall:.0f}s", flush=True)
     for seed, trainer in error_runs[:1]:
         fig = reporting.plot_error_map(
@@ -509,6 +523,9 @@ def parse_args(argv=None) -> DemoConfig:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="steps between checkpoints (0: none); rerunning with the same --out "
                         "resumes each method from its last checkpoint")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep the checkpoints after finishing (default: deleted, so that a "
+                        "rerun trains afresh)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     try:
@@ -536,12 +553,14 @@ def parse_args(argv=None) -> DemoConfig:
             test=a.test, text_column=a.text_column, label_column=a.label_column,
             out=a.out or (f"runs/demo_{a.task}" if lm else d.out),
             data_dir=a.data_dir, checkpoint_every=a.checkpoint_every,
-            progress=not a.no_progress, task=a.task, dtype=a.dtype,
+            keep_checkpoints=a.keep_checkpoints, progress=not a.no_progress, task=a.task,
+            dtype=a.dtype,
             retention_chars=a.retention_chars, eval_batch_size=a.eval_batch_size)
     except ValueError as e:
         p.error(str(e))
 
 
+@_cli.command
 def main(argv=None) -> int:
     cfg = parse_args(argv)
     try:
@@ -553,4 +572,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(_cli.exit_code(main()))

@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from recipes import demo
+from recipes import _cli, demo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -567,6 +567,7 @@ def parse_args(argv: list[str]) -> CardConfig:
     return CardConfig(**kw)
 
 
+@_cli.command
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_args(sys.argv[1:] if argv is None else argv)
@@ -587,4 +588,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_cli.exit_code(main()))

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import numpy as np
+
+from recipes import _cli
 
 SENTENCES: tuple[str, ...] = (
     "This is an example sentence.",
@@ -84,6 +85,7 @@ def make_fixture(model_dir: str) -> dict[str, np.ndarray]:
     }
 
 
+@_cli.command
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -103,4 +105,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(_cli.exit_code(main()))

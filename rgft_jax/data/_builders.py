@@ -190,6 +190,11 @@ class TextClassificationConfig(tfds.core.BuilderConfig):
             [r.label for r in train_raw + test_raw]
         )
         _files.check_labels(train_raw, label_names, self.train_path)
+        if len(label_names) < 2:
+            raise ValueError(
+                f"{self.train_path}: label_column={self.label_column!r} has "
+                f"{len(label_names)} class ({list(label_names)}); a classifier needs >= 2."
+            )
         if self.test_path:
             _files.check_labels(test_raw, label_names, self.test_path)
         train, train_stats = _files.deduplicate(train_raw, conflicts=self.conflicts)

@@ -237,7 +237,17 @@ def _csv_rows(text: str, path: str, columns: Sequence[str], delimiter: str):
     _missing(path, columns, header, " (header row)")
     positions = {c: header.index(c) for c in columns}
     out = []
-    for row, fields in enumerate(reader, start=1):
+    rows = enumerate(reader, start=1)
+    while True:
+        try:
+            row, fields = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as e:  # e.g. a field over csv.field_size_limit()
+            raise ValueError(
+                f"{path}: data row {len(out) + 1}: {e} (allowed: at most "
+                f"csv.field_size_limit()={csv.field_size_limit()} characters per field)."
+            ) from None
         if not fields:  # blank line
             continue
         if len(fields) != len(header):

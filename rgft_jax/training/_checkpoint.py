@@ -15,15 +15,95 @@ looked up by path (:func:`source_paths`), in order
 3. with the components of ``optional`` (default ``('tracker',)``) removed: RGFT's state
    nests its per-component fields in ``tracker``; older checkpoints hold them flat;
 4. both 2 and 3.
+
+Damage. orbax writes a step into a temporary folder and renames it when complete, so a
+process killed mid-write leaves only a temporary folder (removed by the next manager) and
+never a half-written step. After the rename, :meth:`Checkpointer.save` adds a manifest
+(``rgft_manifest.json``: size and SHA-256 of every file, itself written to a temporary file
+and renamed) so that damage done later (a truncated, emptied or bit-flipped file) is caught
+before anything is read. :meth:`Checkpointer.restore_latest` skips a damaged latest step with
+a logged warning, moves it aside (``damaged-<step>``) and resumes from the previous good one.
+A step without a manifest (written by an older version, or killed between the rename and
+the manifest) is complete by orbax's rename; it is read unverified and, if reading fails,
+treated as damaged.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import jax
+
+log = logging.getLogger(__name__)
+#: The manifest of a step folder: ``{relative path: [size, sha256]}`` of its files.
+MANIFEST = "rgft_manifest.json"
+
+
+class DamagedCheckpointError(RuntimeError):
+    """A checkpoint step whose files are missing, truncated or altered."""
+
+
+class RunMismatchError(ValueError):
+    """A checkpoint of another run: another method, model, partition, ``steps`` or data."""
+
+
+def _files(folder: str) -> list[str]:
+    out = []
+    for root, _, names in os.walk(folder):
+        out += [os.path.relpath(os.path.join(root, n), folder) for n in names if n != MANIFEST]
+    return sorted(out)
+
+
+def _digest(path: str) -> list:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return [os.path.getsize(path), h.hexdigest()]
+
+
+def write_manifest(folder: str) -> None:
+    """Writes ``folder``'s manifest (temporary file, then an atomic rename)."""
+    manifest = {rel: _digest(os.path.join(folder, rel)) for rel in _files(folder)}
+    tmp = os.path.join(folder, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(folder, MANIFEST))
+
+
+def verify(folder: str) -> bool:
+    """Checks ``folder`` against its manifest; ``False`` when it has none (unverified).
+
+    Raises:
+      DamagedCheckpointError: a file is missing or its size or checksum differs.
+    """
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.exists(path):
+        if not os.path.exists(os.path.join(folder, "_CHECKPOINT_METADATA")):
+            raise DamagedCheckpointError(f"{folder}: no {MANIFEST} and no _CHECKPOINT_METADATA")
+        return False
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DamagedCheckpointError(f"{path}: unreadable manifest ({e})") from None
+    for rel, (size, sha) in manifest.items():
+        full = os.path.join(folder, rel)
+        if not os.path.exists(full):
+            raise DamagedCheckpointError(f"{full}: missing")
+        got = _digest(full)
+        if got[0] != size:
+            raise DamagedCheckpointError(f"{full}: {got[0]} bytes, the manifest says {size}")
+        if got[1] != sha:
+            raise DamagedCheckpointError(f"{full}: checksum differs from the manifest")
+    return True
 
 Path = tuple[str, ...]
 #: Path components that older checkpoints may lack (see the module docstring).
@@ -59,7 +139,7 @@ def source_paths(
             missing.append(p)
     if missing:
         shown = ", ".join("/".join(p) for p in missing[:3])
-        raise ValueError(
+        raise RunMismatchError(
             f"restore: {where} does not hold this run's state ({len(missing)} leaves missing, "
             f"e.g. {shown}); was it written by another method, model or partition?")
     return out
@@ -79,7 +159,7 @@ class Checkpointer:
         self.directory = os.path.abspath(os.fspath(directory))
         self._mgr = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep or None, create=True),
+                max_to_keep=keep or None, create=True, cleanup_tmp_directories=True),
             # Known handlers: a fresh manager can read a checkpoint's metadata.
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "data": ocp.JsonCheckpointHandler(),
@@ -99,12 +179,74 @@ class Checkpointer:
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave({"data": data}),
             host=ocp.args.JsonSave(host)))
         self._mgr.wait_until_finished()
+        if jax.process_index() == 0:
+            write_manifest(self.step_dir(step))
 
-    def restore(self, step: int, like: Any) -> tuple[Any, Any, dict[str, Any]]:
+    def step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    def restore_latest(self, like: Any, check: Any = None,
+                       ) -> tuple[int, Any, Any, dict[str, Any]] | None:
+        """``(step, state, data, host)`` of the newest undamaged step; ``None`` without one.
+
+        A damaged step (see the module docstring) is logged, moved aside to
+        ``damaged-<step>`` and the previous step tried. Other errors (a checkpoint of another
+        model or method) are raised.
+
+        Raises:
+          DamagedCheckpointError: every step is damaged.
+        """
+        steps = self.all_steps()
+        for i, step in enumerate(reversed(steps)):
+            try:
+                verified = verify(self.step_dir(step))
+                try:
+                    state, data, host = self.restore(step, like, check)
+                except RunMismatchError:
+                    raise  # another run's checkpoint: not damage
+                except Exception as e:  # noqa: BLE001 (orbax/tensorstore raise many kinds)
+                    if verified:
+                        raise
+                    raise DamagedCheckpointError(f"{self.step_dir(step)}: unreadable "
+                                                 f"({type(e).__name__}: {e})") from e
+            except DamagedCheckpointError as e:
+                earlier = steps[len(steps) - 2 - i] if i + 1 < len(steps) else None
+                log.warning("checkpoint step %d is damaged (%s); falling back to %s", step, e,
+                            "none: starting afresh" if earlier is None else f"step {earlier}")
+                print(f"warning: checkpoint step {step} is damaged ({e}); falling back to "
+                      f"{'none' if earlier is None else f'step {earlier}'}", flush=True)
+                self._set_aside(step)
+                if earlier is None:
+                    raise DamagedCheckpointError(
+                        f"every checkpoint under {self.directory} is damaged (moved aside to "
+                        "damaged-<step>); delete them to start afresh.") from None
+                continue
+            if not verified:
+                log.info("checkpoint step %d has no manifest (older version): read unverified",
+                         step)
+            return step, state, data, host
+        return None
+
+    def _set_aside(self, step: int) -> None:
+        if jax.process_index() != 0:
+            return
+        dest = os.path.join(self.directory, f"damaged-{step}")
+        n = 0
+        while os.path.exists(dest):
+            n += 1
+            dest = os.path.join(self.directory, f"damaged-{step}.{n}")
+        os.replace(self.step_dir(step), dest)
+        self._mgr.reload()
+
+    def restore(self, step: int, like: Any, check: Any = None) -> tuple[Any, Any, dict[str, Any]]:
         """``(state, data, host)`` of ``step``; ``state`` has the structure, dtypes and
-        shardings of ``like`` (arrays or ``ShapeDtypeStruct``)."""
+        shardings of ``like`` (arrays or ``ShapeDtypeStruct``). ``check(host)`` runs on the
+        host item before the state is read (it raises ``ValueError`` for another run)."""
         import orbax.checkpoint as ocp
 
+        if check is not None:
+            check(self._mgr.restore(step, args=ocp.args.Composite(
+                host=ocp.args.JsonRestore()))["host"], self.step_dir(step))
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         meta = self._mgr.item_metadata(step)["state"]
         meta = getattr(meta, "tree", meta)

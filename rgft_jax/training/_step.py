@@ -32,6 +32,11 @@ TASKS = ("classification", "lm", "instruct", "image_classification")
 #: the highest label-word log-likelihood); both train on the next-token loss.
 LM_TASKS = ("lm", "instruct")
 
+#: Test hook (not a user code path): ``{'loss' | 'grads': steps}`` makes the steps built
+#: while it is set return a NaN loss (and so NaN gradients) or an Inf gradient at those
+#: ``state.step`` values. tests/faults/nonfinite_test.py sets it through monkeypatch.
+FAULTS: dict[str, Any] | None = None
+
 
 class TrainState(NamedTuple):
     """Everything a resumed run needs besides the data position."""
@@ -239,6 +244,11 @@ def make_train_step(
         raise ValueError("make_train_step: int pattern entries need partition=.")
     # What the optimizer is told: False = not differentiated in this compiled step.
     trainable = tuple(k is not False for k in pattern)
+    faults = dict(FAULTS or {})
+
+    def at_fault(kind, step):
+        steps = tuple(faults.get(kind, ()))
+        return jnp.isin(step, jnp.asarray(steps, jnp.int32)) if steps else jnp.asarray(False)
 
     def step(state: TrainState, batch):
         treedef = jax.tree_util.tree_structure(state.params)
@@ -274,9 +284,16 @@ def make_train_step(
             loss, stats = loss_and_stats(logits, batch, task)
             if cache is not None and cache[0] == "fill":
                 stats = {**stats, HIDDEN: hidden}
-            return loss, stats
+            return jnp.where(at_fault("loss", state.step), jnp.nan, 1.0) * loss, stats
 
         (loss, stats), g_train = jax.value_and_grad(loss_fn, has_aux=True)(train)
+        if g_train and "grads" in faults:
+            g_train = [g_train[0] * jnp.where(at_fault("grads", state.step), jnp.inf, 1.0),
+                       *g_train[1:]]
+        # A step whose loss or gradient is not finite changes nothing (params, optimizer
+        # state, DSCA state) but the step counter; the step is reported as skipped.
+        grad_norm = optax.tree.norm(g_train)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         it = iter(g_train)
         grads = jax.tree_util.tree_unflatten(
             treedef, [next(it) if t is not False else jnp.zeros_like(x)
@@ -284,8 +301,11 @@ def make_train_step(
         updates, opt_state = tx.update(grads, state.opt_state, state.params,
                                        rgft_observe=jnp.asarray(observe),
                                        rgft_trainable=trainable)
+        # Masking the updates (not params): the same memory traffic as a plain update.
+        updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(g_train)}
+        metrics = {"loss": loss, "grad_norm": grad_norm,
+                   "skipped": (~finite).astype(jnp.float32)}
         if task not in LM_TASKS:
             metrics["accuracy"] = jnp.mean((stats["pred"] == batch["label"]).astype(jnp.float32))
         dsca_state, library = state.dsca, None
@@ -293,6 +313,10 @@ def make_train_step(
             from rgft_jax import dsca as dsca_lib
 
             dsca_state, library = dsca_lib.dsca_step(state.dsca, dsca[1], grads, dsca[0])
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        opt_state = keep(opt_state, state.opt_state)
+        if dsca_state is not None:
+            dsca_state = keep(dsca_state, state.dsca)
         new = TrainState(state.step + 1, params, opt_state, state.rng, dsca_state)
         emap = None if partition is None else residual.error_map(opt_state)
         if cache is not None and cache[0] == "fill":

@@ -39,11 +39,12 @@ from rgft_jax._src import residual
 from rgft_jax.training import _accounting as acc_lib
 from rgft_jax.training import _anchors as anchors
 from rgft_jax.training import _cache as cache_lib
+from rgft_jax.training import _checkpoint as _ckpt
 from rgft_jax.training import _components as parts
 from rgft_jax.training import _methods as methods_lib
 from rgft_jax.training import _patterns as patterns
 from rgft_jax.training import _sharding as sharding
-from rgft_jax.training._checkpoint import Checkpointer
+from rgft_jax.training._checkpoint import Checkpointer, RunMismatchError
 from rgft_jax.training._compile_cache import CompileCache, signature
 from rgft_jax.training._evaluation import evaluate, make_eval_step
 from rgft_jax.training._step import HIDDEN, TASKS, TrainState, make_train_step
@@ -238,6 +239,13 @@ class Trainer:
         # The compiled steps donate their state: copy, so the caller's model (and any tree
         # sharing its arrays) stays usable after training starts.
         params = jax.tree.map(jnp.copy, nnx.to_pure_dict(params))
+        ints = [f"{'/'.join(p)} ({x.dtype})" for p, x in zip(
+            _ckpt.path_names(params), jax.tree.leaves(params))
+            if not jnp.issubdtype(x.dtype, jnp.inexact)]
+        if ints:
+            raise ValueError(f"Trainer: model params {ints[:3]} are not floating point; allowed: "
+                             "float params only (keep integer state in an nnx.Variable that "
+                             "is not an nnx.Param).")
         if config.compute_dtype is not None:  # float32 masters; steps cast for compute
             params = jax.tree.map(
                 lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating)
@@ -279,7 +287,13 @@ class Trainer:
         self._pending: list[dict[str, Any]] = []  # dispatched, metrics still on device
         self._interval: _Interval | None = None
         self._last: dict[str, float] = {}  # host metrics of the last drained step
+        #: Steps skipped because their loss or gradient was not finite (they changed
+        #: nothing but the step counter; README, "Runs that fail").
+        self.skipped_steps = 0
         self._eval_fn = self._writer = self._ckpt = None
+        #: JSON values a checkpoint must match to resume this run (e.g. the data's
+        #: identity); saved with every checkpoint (see :meth:`run_fingerprint`).
+        self.run_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ state
     def _init_state(self, params) -> TrainState:
@@ -362,7 +376,11 @@ class Trainer:
     def _put_batch(self, batch: Mapping[str, np.ndarray]):
         batch = {k: np.asarray(v) for k, v in batch.items()}
         sh = sharding.batch_sharding(self.mesh)
-        return jax.tree.map(jnp.asarray, batch) if sh is None else jax.device_put(batch, sh)
+        if sh is None:
+            return jax.tree.map(jnp.asarray, batch)
+        if jax.process_count() > 1:  # each process passes its own share of the global batch
+            return {k: jax.make_array_from_process_local_data(sh, v) for k, v in batch.items()}
+        return jax.device_put(batch, sh)
 
     def _compile(self, pattern, observe, batch, cache=None) -> _Compiled:
         step = make_train_step(
@@ -466,13 +484,18 @@ class Trainer:
         out = []
         for p, (metrics, library, emap) in zip(pending, fetched):
             m = {k: float(v) for k, v in metrics.items()}
+            skipped = m.get("skipped", 0.0) > 0
+            if skipped:  # non-finite loss or gradient: the step changed nothing
+                self.skipped_steps += 1
+                # The tracker did not count it: the host's prediction of its count is off.
+                self._stale = True
             iv, entry = p["interval"], p["entry"]
             m.update(step=p["step"], step_time_s=iv.seconds / iv.steps, probe=float(p["observe"]),
                      trainable_fraction=entry.n_trainable / self.accounting.total_params)
             if emap is not None:
                 ratio, hard = residual.update_ratio(emap, self.partition)
                 m.update(update_ratio=float(ratio), hard_active=float(hard))
-                if p["observe"]:
+                if p["observe"] and not skipped:
                     self.error_history.append(
                         (p["step"], np.asarray(emap.residuals), np.asarray(emap.mask)))
             else:
@@ -480,7 +503,7 @@ class Trainer:
             self.accounting.record_step(entry.key, m["update_ratio"])
             self._gflops_total += self.accounting.flops_by_pattern.get(entry.key, 0.0) / 1e9
             m["gflops_cum"] = self._gflops_total
-            if library is not None:
+            if library is not None and not skipped:
                 self.module_history.append({
                     "step": p["step"], "labels": np.asarray(library.labels),
                     **{k: float(getattr(library, k)) for k in ("ari", "nmi", "kappa", "drift")}})
@@ -572,7 +595,7 @@ class Trainer:
         self._drain()
         cache = {} if self.activation_cache is None else self.activation_cache.stats()
         return {"method": self.method.label, "kind": self.method.kind,
-                **self.accounting.summary(), **cache,
+                **self.accounting.summary(), **cache, "skipped_steps": self.skipped_steps,
                 "opt_state_bytes": int(sum(x.nbytes for x in
                                            jax.tree.leaves(self.state.opt_state)))}
 
@@ -626,21 +649,64 @@ class Trainer:
 
     def _host_state(self) -> dict[str, Any]:
         """The run's accounting and histories, as JSON."""
-        return {**self.accounting.to_json(), "history": self.history,
+        return {**self.accounting.to_json(), "run": self.run_fingerprint(),
+                "skipped_steps": self.skipped_steps, "history": self.history,
                 "eval_history": self.eval_history,
                 "schedule": None if self.schedule is None else self.schedule.state_dict(),
                 "error_history": [[s, r.tolist(), m.tolist()] for s, r, m in self.error_history],
                 "module_history": [{**h, "labels": np.asarray(h["labels"]).tolist()}
                                    for h in self.module_history]}
 
+    def run_fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint must match to resume this run: method, steps, seed, the params'
+        paths, shapes and dtypes, and :attr:`run_info` (e.g. the data's identity)."""
+        import hashlib
+
+        from rgft_jax.training._checkpoint import path_names
+
+        sig = [("/".join(p), tuple(x.shape), str(x.dtype)) for p, x in zip(
+            path_names(self.state.params), jax.tree.leaves(self.state.params))]
+        return {"method": self.method.label, "steps": self.config.steps,
+                "seed": self.config.seed, "dsca": self.dsca_config is not None,
+                "params": hashlib.sha256(repr(sig).encode()).hexdigest()[:16],
+                **{k: v for k, v in self.run_info.items()}}
+
+    def _check_fingerprint(self, host: Mapping[str, Any], where: str) -> None:
+        import json
+
+        # Compared as JSON (tuples in run_info come back from a checkpoint as lists).
+        saved, mine = host.get("run"), json.loads(json.dumps(self.run_fingerprint()))
+        if saved is None:  # written by an older version
+            return
+        diff = [k for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
+        if diff:
+            shown = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {mine.get(k)!r}"
+                              for k in diff)
+            raise RunMismatchError(
+                f"restore: {where} belongs to another run ({shown}). Use another "
+                "workdir/--out, or delete the checkpoints to start afresh.")
+
     def restore(self, step: int | None = None) -> Any:
-        """Restores the latest (or given) checkpoint; returns the saved data position."""
+        """Restores the latest (or given) checkpoint; returns the saved data position.
+
+        Without ``step``, a damaged latest checkpoint is skipped with a logged warning and
+        the previous good one restored (see :mod:`rgft_jax.training._checkpoint`).
+
+        Raises:
+          ValueError: the checkpoint belongs to another run (method, model, ``steps``, seed
+            or :attr:`run_info` differ); the message names what differs.
+        """
         ckpt = self._checkpointer()
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
-            return None
         self._drain()
-        self.state, data, host = ckpt.restore(step, self.state)
+        check = lambda host, where: self._check_fingerprint(host, f"the checkpoint at {where}")
+        if step is None:
+            found = ckpt.restore_latest(self.state, check)
+            if found is None:
+                return None
+            step, state, data, host = found
+        else:
+            state, data, host = ckpt.restore(step, self.state, check)
+        self.state = state
         self._step, self._tracker, self._stale = int(self.state.step), None, True
         if self.activation_cache is not None:  # dropped: refilled lazily (exact)
             self.activation_cache.reset()
@@ -651,6 +717,7 @@ class Trainer:
                                  self.accounting.pattern_steps.items()) / 1e9
         if self.schedule is not None and host.get("schedule") is not None:
             self.schedule.load_state_dict(host["schedule"])
+        self.skipped_steps = int(host.get("skipped_steps", 0))
         self.error_history = [(s, np.asarray(r, np.float32), np.asarray(m, np.float32))
                               for s, r, m in host["error_history"]]
         self.module_history = [{**h, "labels": np.asarray(h["labels"], np.int32)}
