@@ -36,6 +36,10 @@ from rgft_jax.training._methods import register as register
 from rgft_jax.training._methods import rgft as rgft
 from rgft_jax.training._methods import rgft_chain as rgft_chain
 from rgft_jax.training._methods import top_layers as top_layers
+from rgft_jax.training._searched import Searched as Searched
+from rgft_jax.training._searched import searched as searched
+
+register("searched", searched)
 
 __all__ = [
     "RGFT",
@@ -49,6 +53,7 @@ __all__ = [
     "Plan",
     "RGFTChain",
     "RandomMask",
+    "Searched",
     "TopLayers",
     "bitfit",
     "full",
@@ -62,5 +67,6 @@ __all__ = [
     "register",
     "rgft",
     "rgft_chain",
+    "searched",
     "top_layers",
 ]
