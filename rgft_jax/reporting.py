@@ -29,6 +29,7 @@ __all__ = [
     "pareto_front",
     "plot_error_map",
     "plot_pareto",
+    "plot_predicted_vs_true",
     "plot_training_curves",
     "time_to_quality",
     "value_at",
@@ -597,6 +598,47 @@ def plot_pareto(
         row_axes[1].legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def plot_predicted_vs_true(
+    panels: Mapping[str, Mapping[str, Any]], path: str | os.PathLike,
+) -> str | None:
+    """Predicted against measured values, one panel per quantity, with the identity line.
+
+    Args:
+      panels: title -> ``{'predicted': [k], 'true': [k], 'labels': [k] (optional),
+        'highlight': [k] bools (optional, drawn as stars), 'note': str (optional)}``.
+      path: the PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.0),
+                             constrained_layout=True)
+    for ax, (title, d) in zip(np.atleast_1d(axes), panels.items()):
+        p = np.asarray(d["predicted"], float)
+        t = np.asarray(d["true"], float)
+        hi = np.asarray(d.get("highlight", np.zeros(len(p), bool)), bool)
+        ax.scatter(t[~hi], p[~hi], s=22, alpha=0.8, label="configurations")
+        if hi.any():
+            ax.scatter(t[hi], p[hi], s=90, marker="*", color="C3", label="chosen")
+        lo, up = float(min(p.min(), t.min())), float(max(p.max(), t.max()))
+        pad = 0.05 * (up - lo or 1.0)
+        ax.plot([lo - pad, up + pad], [lo - pad, up + pad], "k--", lw=0.8, alpha=0.6)
+        for x, y, lab in zip(t, p, d.get("labels", ())):
+            ax.annotate(str(lab), (x, y), fontsize=6, alpha=0.7)
+        ax.set_xlabel("measured")
+        ax.set_ylabel("predicted")
+        ax.set_title(title + (f"\n{d['note']}" if d.get("note") else ""), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return os.fspath(path)

@@ -38,7 +38,9 @@ from rgft_jax.dsca._kmeans import merge_small as merge_small
 from rgft_jax.dsca._kmeans import split_large as split_large
 from rgft_jax.dsca._metrics import adjusted_rand_index as adjusted_rand_index
 from rgft_jax.dsca._metrics import normalized_mutual_info as normalized_mutual_info
+from rgft_jax.dsca._modules import Adjustment as Adjustment
 from rgft_jax.dsca._modules import ModuleLibrary as ModuleLibrary
+from rgft_jax.dsca._modules import adjust as adjust
 from rgft_jax.dsca._modules import describe_modules as describe_modules
 from rgft_jax.dsca._modules import diagnose as diagnose
 from rgft_jax.dsca._modules import module_mask as module_mask
@@ -48,10 +50,12 @@ from rgft_jax.dsca._static import spectral_clustering as spectral_clustering
 from rgft_jax.dsca._static import spectral_embedding as spectral_embedding
 
 __all__ = [
+    "Adjustment",
     "DSCAConfig",
     "DSCAState",
     "KMeansResult",
     "ModuleLibrary",
+    "adjust",
     "adjusted_rand_index",
     "dense_similarity",
     "describe_modules",

@@ -62,7 +62,8 @@ class DSCAConfig:
       embed_dim: ``r``, spectral embedding dimension (MFTC default 16), ``1 <= r < m``.
       sketch_dim: ``s``, count-sketch dimension.
       knn: neighbours per block for ``sparsify="knn"``; ``None``: ``max(4, ceil(log2 m))``.
-      sparsify: ``"knn"`` or ``"top_p"`` (dense graphs only).
+      sparsify: ``"knn"`` or ``"top_p"``; on sparse graphs ``"top_p"`` keeps, per node, the
+        largest of its ``knn`` candidates' weights up to ``top_p`` of their mass.
       top_p: row-mass fraction kept by ``"top_p"``, in ``(0, 1]``.
       alpha: forgetting factor of :math:`W \leftarrow \alpha W + (1-\alpha) S`, in ``[0, 1)``
         (MFTC: 0.9–0.95 in general, higher for noisy gradients).
@@ -81,8 +82,11 @@ class DSCAConfig:
       kmeans_restarts: k-means++ restarts per update.
       warm_slack: the warm-started k-means wins unless a restart's inertia is lower by more
         than this fraction (favours stable modules).
-      min_module_size: clusters with fewer blocks are merged into the nearest one.
-      max_module_size: clusters with more blocks are bisected (``None``: no limit).
+      min_module_size: clusters with fewer blocks are merged into the nearest one;
+        ``"auto"`` (default): a quarter of the mean module size, ``max(1, m // (4 k))``.
+      max_module_size: clusters with more blocks are bisected (``None``: no limit);
+        ``"auto"`` (default): three times the mean module size, ``ceil(3 m / k)`` (no limit
+        when that is ``>= m``).
       sketch_seed: hash seed of :func:`~rgft_jax.dsca.sketch`.
       sketch_align: ``"role"`` or ``"leaf"`` (see :func:`~rgft_jax.dsca.sketch`).
       seed: PRNG seed (k-means++, random starts, kNN candidates).
@@ -112,8 +116,8 @@ class DSCAConfig:
     kmeans_tol: float = 1e-4
     kmeans_restarts: int = 2
     warm_slack: float = 0.02
-    min_module_size: int = 1
-    max_module_size: int | None = None
+    min_module_size: int | Literal["auto"] = "auto"
+    max_module_size: int | None | Literal["auto"] = "auto"
     sketch_seed: int = 0
     sketch_align: Literal["role", "leaf"] = "role"
     seed: int = 0
@@ -173,12 +177,20 @@ class DSCAConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 bad(name, "a float >= 0")
+        k = max(1, self.num_modules) if _is_int(self.num_modules) else 1
+        if self.min_module_size == "auto":
+            object.__setattr__(self, "min_module_size", max(1, m // (4 * k)))
+        if self.max_module_size == "auto":
+            cap = -(-3 * m // k)
+            object.__setattr__(self, "max_module_size",
+                               None if cap >= m else max(cap, self.min_module_size))
         if not _is_int(self.min_module_size) or self.min_module_size < 1:
-            bad("min_module_size", "an int >= 1")
+            bad("min_module_size", "'auto' or an int >= 1")
         if self.max_module_size is not None and (
             not _is_int(self.max_module_size) or self.max_module_size < self.min_module_size
         ):
-            bad("max_module_size", f"None or an int >= min_module_size={self.min_module_size}")
+            bad("max_module_size",
+                f"'auto', None or an int >= min_module_size={self.min_module_size}")
         for name in ("sketch_seed", "seed"):
             if not _is_int(getattr(self, name)):
                 bad(name, "an int")
@@ -187,8 +199,6 @@ class DSCAConfig:
             if not isinstance(v, (int, float)):
                 bad(name, "a float")
         if self.graph_kind == "sparse":
-            if self.sparsify != "knn":
-                bad("sparsify", "'knn' (graph='sparse' keeps kNN lists)")
             if 5 * self.embed_dim >= m:
                 bad("embed_dim", f"an int < num_blocks/5 = {m / 5:g} for graph='sparse' (LOBPCG)")
 
@@ -317,6 +327,10 @@ def _update_graph(cfg: DSCAConfig, state: DSCAState, x, alpha, recompute, key):
         )
 
     idx, w = jax.lax.cond(recompute, exact, local, None)
+    if cfg.sparsify == "top_p":
+        # Per node, the largest of its kNN candidates' weights up to top_p of their mass
+        # (the lists are kept; dropped entries get weight 0 and fade from the smoothing).
+        w = _graph.sparsify_top_p(w, cfg.top_p)
     return _graph.knn_to_bcoo(idx, w), w, idx
 
 

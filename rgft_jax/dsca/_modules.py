@@ -166,6 +166,68 @@ def diagnose(library: ModuleLibrary, config: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+class Adjustment(NamedTuple):
+    """What :func:`adjust` did (MFTC appendix D.3, acted on instead of advised)."""
+
+    config: Any  # the DSCAConfig to use from now on (the same object when nothing changed)
+    actions: tuple[str, ...]  # e.g. ('embed_dim 16 -> 32', 'alpha 0.9 -> 0.95')
+    fallback: bool  # kappa stays low at the largest r: train LoRA instead of modules
+
+
+def adjust(library: ModuleLibrary, config: Any, *, max_embed_dim: int = 64,
+           max_alpha: float = 0.98, alpha_step: float = 0.05) -> Adjustment:
+    """The closed loop of MFTC appendix D.3: acts on :func:`diagnose`'s findings.
+
+    * ``kappa < kappa_min``: double ``embed_dim`` (``r``), up to ``max_embed_dim`` and below
+      ``num_blocks / 5`` on sparse graphs; when ``r`` cannot grow, ``fallback=True`` (the
+      gradient energy is not low-rank at any affordable ``r``: fine-tune with LoRA).
+    * ARI/NMI below ``stability_min`` or the drift above ``drift_max``: raise the smoothing
+      ``alpha`` by ``alpha_step`` (up to ``max_alpha``), which lengthens the effective window
+      of the graph's gradient statistics (``1 / (1 - alpha)`` updates).
+
+    A changed ``embed_dim`` changes the state's shapes: re-initialise the DSCA state
+    (:func:`~rgft_jax.dsca.dsca_init`) with the new config.
+
+    Args:
+      library: the latest :class:`ModuleLibrary` (concrete arrays).
+      config: the run's :class:`~rgft_jax.dsca.DSCAConfig`.
+      max_embed_dim: the largest ``r`` to try.
+      max_alpha: the largest smoothing factor to use.
+      alpha_step: increment of ``alpha``.
+
+    Returns:
+      An :class:`Adjustment`.
+    """
+    import dataclasses
+
+    changes: dict[str, Any] = {}
+    actions: list[str] = []
+    fallback = False
+    kappa = float(library.kappa)
+    if np.isfinite(kappa) and kappa < config.kappa_min:
+        cap = min(max_embed_dim, config.num_blocks - 1)
+        if config.graph_kind == "sparse":
+            cap = min(cap, -(-config.num_blocks // 5) - 1)
+        r = min(2 * config.embed_dim, cap)
+        if r > config.embed_dim:
+            changes["embed_dim"] = r
+            actions.append(f"embed_dim {config.embed_dim} -> {r}")
+        else:
+            fallback = True
+            actions.append(f"kappa {kappa:.3f} < {config.kappa_min} at r={config.embed_dim}: "
+                           "fall back to LoRA")
+    unstable = any(np.isfinite(v := float(getattr(library, n))) and v < config.stability_min
+                   for n in ("ari", "nmi"))
+    rel = float(library.drift) / math.sqrt(2 * config.embed_dim)
+    if unstable or (np.isfinite(rel) and rel > config.drift_max):
+        alpha = min(max_alpha, round(config.alpha + alpha_step, 6))
+        if alpha > config.alpha:
+            changes["alpha"] = alpha
+            actions.append(f"alpha {config.alpha} -> {alpha}")
+    new = dataclasses.replace(config, **changes) if changes else config
+    return Adjustment(new, tuple(actions), fallback)
+
+
 def describe_modules(library: ModuleLibrary, partition: Partition) -> list[dict[str, Any]]:
     """Host-side summary: per valid module its id, size, energy share and component names."""
     labels = np.asarray(library.labels)

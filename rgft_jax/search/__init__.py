@@ -22,16 +22,34 @@ from rgft_jax.search._predictor import PredictorScores as PredictorScores
 from rgft_jax.search._predictor import evaluate_predictor as evaluate_predictor
 from rgft_jax.search._predictor import fit_predictor as fit_predictor
 from rgft_jax.search._predictor import predict as predict
+from rgft_jax.search._probes import ProbeResult as ProbeResult
+from rgft_jax.search._probes import classification_eval as classification_eval
+from rgft_jax.search._probes import classification_loss as classification_loss
+from rgft_jax.search._probes import probe as probe
 from rgft_jax.search._solve import SearchResult as SearchResult
 from rgft_jax.search._solve import solve as solve
+from rgft_jax.search._space import DEFAULT_CANDIDATES as DEFAULT_CANDIDATES
+from rgft_jax.search._space import Node as Node
+from rgft_jax.search._space import candidate_kind as candidate_kind
+from rgft_jax.search._space import layer_nodes as layer_nodes
+from rgft_jax.search._space import module_nodes as module_nodes
 
 __all__ = [
+    "DEFAULT_CANDIDATES",
     "LinearPredictor",
+    "Node",
     "Prediction",
     "PredictorScores",
+    "ProbeResult",
     "SearchResult",
+    "candidate_kind",
+    "classification_eval",
+    "classification_loss",
     "evaluate_predictor",
     "fit_predictor",
+    "layer_nodes",
+    "module_nodes",
     "predict",
+    "probe",
     "solve",
 ]

@@ -190,6 +190,10 @@ class Trainer:
         components for methods without a mask).
       batch_shape: ``(batch, seq_len)`` of the training batches; needed by the cost model
         of budgeted RGFT.
+      dsca_adjust: with ``dsca``, act on the diagnostics after every DSCA update (MFTC
+        appendix D.3, :func:`rgft_jax.dsca.adjust`): raise ``r`` when kappa is low, ``alpha``
+        when modules are unstable; the actions go into :attr:`module_history` and
+        :attr:`dsca_fallback` turns True when LoRA is the advice.
 
     .. note::
       Step times: :meth:`train_step` times one step, from its dispatch to its completion.
@@ -214,6 +218,7 @@ class Trainer:
         workdir: str | os.PathLike | None = None,
         dsca: Any = None,
         batch_shape: tuple[int, int] | None = None,
+        dsca_adjust: bool = False,
     ):
         if not isinstance(method, methods_lib.Method):
             raise TypeError(f"Trainer: method={method!r}; allowed: a Method, e.g. "
@@ -268,6 +273,7 @@ class Trainer:
         if mesh is not None:
             params = jax.device_put(params, sharding.fsdp_shardings(params, mesh))
         self.dsca_config = self.dsca_partition = None
+        self.dsca_adjust, self.dsca_fallback = bool(dsca_adjust), False
         self.state = self._init_state(params)._replace(dsca=self._init_dsca(dsca, params,
                                                                             num_heads))
         self.activation_cache = self._init_activation_cache(model, params, num_layers)
@@ -420,7 +426,7 @@ class Trainer:
         dev_batch = self._put_batch(batch)
         if hidden is not None:
             dev_batch[HIDDEN] = self._put_hidden(hidden)
-        key = (pattern, observe, cache, signature(self.state, dev_batch))
+        key = (pattern, observe, cache, self.dsca_config, signature(self.state, dev_batch))
         if key not in self._cache:
             self._close_interval()  # compilation is not timed
         entry, fresh = self._cache.get(
@@ -507,6 +513,8 @@ class Trainer:
                 self.module_history.append({
                     "step": p["step"], "labels": np.asarray(library.labels),
                     **{k: float(getattr(library, k)) for k in ("ari", "nmi", "kappa", "drift")}})
+                if self.dsca_adjust:
+                    self._adjust_dsca(library)
             if self.config.log_every and (p["step"] % self.config.log_every == 0
                                           or p["step"] == self.config.steps):
                 self.history.append(m)
@@ -514,6 +522,21 @@ class Trainer:
             out.append(m)
         self._last = m
         return out
+
+    def _adjust_dsca(self, library) -> None:
+        """MFTC appendix D.3's closed loop (:func:`rgft_jax.dsca.adjust`); a new ``r``
+        re-initialises the DSCA state, and a new config compiles new probe steps."""
+        from rgft_jax import dsca as dsca_lib
+
+        adj = dsca_lib.adjust(library, self.dsca_config)
+        self.module_history[-1]["actions"] = list(adj.actions)
+        self.dsca_fallback = self.dsca_fallback or adj.fallback
+        if adj.config is self.dsca_config:
+            return
+        if adj.config.embed_dim != self.dsca_config.embed_dim:
+            self.state = self.state._replace(
+                dsca=dsca_lib.dsca_init(self.dsca_partition, config=adj.config))
+        self.dsca_config = adj.config
 
     def train_step(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Runs one step on a host batch, waits for it; returns its metrics (host floats).

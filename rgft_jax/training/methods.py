@@ -48,6 +48,10 @@ from rgft_jax.training._methods import register as register
 from rgft_jax.training._methods import rgft as rgft
 from rgft_jax.training._methods import rgft_chain as rgft_chain
 from rgft_jax.training._methods import top_layers as top_layers
+from rgft_jax.training._searched import Searched as Searched
+from rgft_jax.training._searched import searched as searched
+
+register("searched", searched)
 
 __all__ = [
     "LISA",
@@ -73,6 +77,7 @@ __all__ = [
     "Plan",
     "RGFTChain",
     "RandomMask",
+    "Searched",
     "TopLayers",
     "bitfit",
     "full",
@@ -86,6 +91,7 @@ __all__ = [
     "register",
     "rgft",
     "rgft_chain",
+    "searched",
     "top_layers",
 ]
 

@@ -7,7 +7,7 @@ import pytest
 from _dsca_helpers import planted_sketches
 
 from rgft_jax import dsca
-from rgft_jax.components import Partition
+from rgft_jax.components import Partition, Rule
 
 
 def _run(cfg, xs):
@@ -26,8 +26,9 @@ def _run(cfg, xs):
         dict(),  # dense kNN, cosine, eigh recomputes
         dict(kernel="gaussian", sparsify="top_p", top_p=0.5, eigh_max_blocks=16),
         dict(graph="sparse", knn=8),
+        dict(graph="sparse", knn=12, sparsify="top_p", top_p=0.6),
     ],
-    ids=["dense", "gaussian_top_p_lobpcg", "sparse_bcoo"],
+    ids=["dense", "gaussian_top_p_lobpcg", "sparse_bcoo", "sparse_top_p"],
 )
 def test_planted_modules_recovered_and_stable(kw):
     truth = np.repeat(np.arange(4), 60)
@@ -254,3 +255,39 @@ def test_state_is_orbax_checkpointable(tmp_path):
     assert isinstance(restored, dsca.DSCAState)
     for a, b in zip(state, restored, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("m,k,lo,hi", [(96, 8, 3, 36), (16, 2, 2, None), (4096, 12, 85, 1024)])
+def test_merge_small_split_large_on_by_default(m, k, lo, hi):
+    cfg = dsca.DSCAConfig(num_blocks=m, num_modules=k, embed_dim=2)
+    assert (cfg.min_module_size, cfg.max_module_size) == (lo, hi)
+    off = dsca.DSCAConfig(num_blocks=m, num_modules=k, embed_dim=2, min_module_size=1,
+                          max_module_size=None)
+    assert (off.min_module_size, off.max_module_size) == (1, None)
+
+
+def test_default_library_has_no_module_below_the_minimum():
+    params = {"w": jnp.zeros((8, 256))}
+    part = Partition.build(params, [Rule("w", kind="block", axis=1, width=4)])  # 64 blocks
+    cfg = dsca.DSCAConfig.for_partition(part, num_modules=8, embed_dim=4, sketch_dim=16)
+    assert cfg.min_module_size == 2
+    state = dsca.dsca_init(part, config=cfg)
+    step = jax.jit(dsca.dsca_step, static_argnames=("partition", "config"))
+    for i in range(3):
+        grads = {"w": jax.random.normal(jax.random.PRNGKey(i), (8, 256))}
+        state, lib = step(state, part, grads, cfg)
+    sizes = np.bincount(np.asarray(lib.labels), minlength=cfg.num_modules)
+    assert np.all((sizes == 0) | (sizes >= cfg.min_module_size)), sizes
+
+
+def test_top_p_thins_the_sparse_graph():
+    truth = np.repeat(np.arange(4), 60)
+    xs = [planted_sketches(truth, 32, 0.6, seed=t) for t in range(2)]
+    kw = dict(num_blocks=240, num_modules=4, embed_dim=4, sketch_dim=32, graph="sparse", knn=12)
+    knn, _ = _run(dsca.DSCAConfig(**kw), xs)
+    top, _ = _run(dsca.DSCAConfig(sparsify="top_p", top_p=0.5, **kw), xs)
+    nnz_knn = int(np.sum(np.asarray(knn.graph_w) > 0))
+    nnz_top = int(np.sum(np.asarray(top.graph_w) > 0))
+    assert 0 < nnz_top < nnz_knn
+    # Every node keeps at least its strongest neighbour.
+    assert np.all((np.asarray(top.graph_w) > 0).sum(axis=1) >= 1)
