@@ -207,20 +207,12 @@ class Context:
     """What every cell of a regime shares: model, tokenizer, data, evaluation slice."""
 
     def __init__(self, args):
-        from rgft_jax import data
-        from rgft_jax.models import bert
-
         self.args = args
-        self.model_dir = demo.default_model_dir()
-        self.bcfg = bert.BertConfig.from_hf(self.model_dir)
-        dcfg = demo.DemoConfig(out=os.path.join(args.out, "demo"), max_length=args.max_length)
-        self.train_src, test_src, self.labels, _ = demo.load_data(dcfg)
-        tok = data.TextTokenizer.from_pretrained(self.model_dir, max_length=args.max_length)
-        self.batcher = data.ClassificationBatcher(tok)
-        n_eval = min(args.eval_examples, len(test_src))
-        self.eval_set = [b for i, b in enumerate(data.eval_batches(
-            test_src, batch_size=args.batch_size, batch_fn=self.batcher))
-            if i * args.batch_size < n_eval]
+        task = demo.ClassificationTask(
+            demo.DemoConfig(out=os.path.join(args.out, "demo"), max_length=args.max_length))
+        self.task, self.model_dir, self.bcfg = task, task.model_dir, task.config
+        self.train_src, self.labels, self.batcher = task.train, task.label_names, task.batch_fn
+        self.eval_set = task.eval_batches(None, args.batch_size, args.eval_examples)
         self._subsets: dict[str, Any] = {}
         self._top_k: dict[float, int] = {}
 

@@ -154,6 +154,38 @@ def load_data(cfg: DemoConfig):
     return train, test, names, info
 
 
+class ClassificationTask:
+    """What every BERT-classifier recipe builds from a :class:`DemoConfig`: the checkpoint,
+    its config, the train / test sources, the label names and the tokenising batcher."""
+
+    def __init__(self, cfg: DemoConfig):
+        from rgft_jax import data
+        from rgft_jax.models import bert
+
+        self.model_dir = cfg.model or default_model_dir()
+        self.config = bert.BertConfig.from_hf(self.model_dir)
+        self.train, self.test, self.label_names, self.info = load_data(cfg)
+        tok = data.TextTokenizer.from_pretrained(self.model_dir, max_length=cfg.max_length)
+        self.batch_fn = data.ClassificationBatcher(tok)
+
+    def eval_batches(self, rows, batch_size: int, limit: int = 0) -> list:
+        """Evaluation batches of ``rows`` (default: the test split), the first ``limit``
+        examples (0: all); padded rows are flagged ``valid = False``."""
+        from rgft_jax import data
+
+        rows = self.test if rows is None else rows
+        n = len(rows) if not limit else min(limit, len(rows))
+        return [b for i, b in enumerate(data.eval_batches(
+            rows, batch_size=batch_size, batch_fn=self.batch_fn)) if i * batch_size < n]
+
+    def model(self, seed: int):
+        """The pretrained encoder with a fresh classification head of seed ``seed``."""
+        from rgft_jax.models import bert
+
+        return bert.from_pretrained(self.model_dir, num_labels=len(self.label_names),
+                                    seed=seed)
+
+
 def make_method(name: str, cfg: DemoConfig):
     """The method ``name`` (a registered method name) with the demo's settings."""
     from rgft_jax.training import methods
@@ -189,15 +221,11 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     except OSError as e:
         raise OSError(f"--out {cfg.out!r}: cannot create it ({e.strerror}); allowed: a "
                       "writable folder.") from None
-    model_dir = cfg.model or default_model_dir()
-    bcfg = bert.BertConfig.from_hf(model_dir)
     t0 = time.time()
-    train_src, test_src, label_names, _ = load_data(cfg)
-    tok = data.TextTokenizer.from_pretrained(model_dir, max_length=cfg.max_length)
-    batcher = data.ClassificationBatcher(tok)
-    n_eval = len(test_src) if not cfg.eval_examples else min(cfg.eval_examples, len(test_src))
-    eval_set = [b for i, b in enumerate(data.eval_batches(
-        test_src, batch_size=cfg.batch_size, batch_fn=batcher)) if i * cfg.batch_size < n_eval]
+    task = ClassificationTask(cfg)
+    model_dir, bcfg, batcher = task.model_dir, task.config, task.batch_fn
+    train_src, test_src, label_names = task.train, task.test, task.label_names
+    eval_set = task.eval_batches(None, cfg.batch_size, cfg.eval_examples)
     eval_labels = np.concatenate([b["label"][b["valid"]] for b in eval_set])
     majority = float(np.bincount(eval_labels).max() / len(eval_labels))
     print(f"data: {len(train_src)} train / {len(test_src)} test examples "

@@ -98,29 +98,20 @@ class _Task:
     """The model directory, data sources, tokeniser and held-out batches of a config."""
 
     def __init__(self, cfg: CardConfig):
-        from rgft_jax import data
-        from rgft_jax.models import bert
-
         self.cfg = cfg
         dcfg = demo.DemoConfig(model=cfg.model, train=cfg.train, test=cfg.test,
                                text_column=cfg.text_column, label_column=cfg.label_column,
                                out=cfg.out, data_dir=cfg.data_dir, batch_size=cfg.batch_size,
                                max_length=cfg.max_length)
-        self.model_dir = cfg.model or demo.default_model_dir()
-        self.bcfg = bert.BertConfig.from_hf(self.model_dir)
-        self.train_src, self.test_src, self.names, _ = demo.load_data(dcfg)
-        tok = data.TextTokenizer.from_pretrained(self.model_dir, max_length=cfg.max_length)
-        self.batch_fn = data.ClassificationBatcher(tok)
-        n_eval = min(cfg.eval_examples, len(self.test_src))
-        self.eval_set = [b for i, b in enumerate(data.eval_batches(
-            self.test_src, batch_size=cfg.batch_size, batch_fn=self.batch_fn))
-            if i * cfg.batch_size < n_eval]
+        self.task = demo.ClassificationTask(dcfg)
+        self.model_dir, self.bcfg = self.task.model_dir, self.task.config
+        self.train_src, self.test_src = self.task.train, self.task.test
+        self.names, self.batch_fn = self.task.label_names, self.task.batch_fn
+        self.eval_set = self.task.eval_batches(None, cfg.batch_size, cfg.eval_examples)
         self.num_layers = self.bcfg.num_hidden_layers
 
     def model(self, seed: int):
-        from rgft_jax.models import bert
-
-        return bert.from_pretrained(self.model_dir, num_labels=len(self.names), seed=seed)
+        return self.task.model(seed)
 
     def iterator(self, seed: int):
         from rgft_jax import data

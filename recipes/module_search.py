@@ -101,38 +101,26 @@ class _Task:
     """Model directory, data, tokeniser, probe and report splits of a config."""
 
     def __init__(self, cfg: SearchConfig):
-        from rgft_jax import data
-        from rgft_jax.models import bert
-
         self.cfg = cfg
         dcfg = demo.DemoConfig(model=cfg.model, train=cfg.train, test=cfg.test,
                                text_column=cfg.text_column, label_column=cfg.label_column,
                                out=cfg.out, data_dir=cfg.data_dir, batch_size=cfg.batch_size,
                                max_length=cfg.max_length)
-        self.model_dir = cfg.model or demo.default_model_dir()
-        self.bcfg = bert.BertConfig.from_hf(self.model_dir)
-        self.train_src, test_src, self.names, _ = demo.load_data(dcfg)
-        tok = data.TextTokenizer.from_pretrained(self.model_dir, max_length=cfg.max_length)
-        self.batch_fn = data.ClassificationBatcher(tok)
+        self.task = demo.ClassificationTask(dcfg)
+        self.model_dir, self.bcfg = self.task.model_dir, self.task.config
+        self.train_src, test_src = self.task.train, self.task.test
+        self.names, self.batch_fn = self.task.label_names, self.task.batch_fn
         n = len(test_src)
         n_probe = min(cfg.probe_examples, n // 2)
         n_eval = min(cfg.eval_examples, n - n_probe)
         rows = [test_src[i] for i in range(n_probe + n_eval)]
-        self.probe_set = self._batches(rows[:n_probe])
-        self.report_set = self._batches(rows[n_probe:])
+        self.probe_set = self.task.eval_batches(rows[:n_probe], cfg.batch_size)
+        self.report_set = self.task.eval_batches(rows[n_probe:], cfg.batch_size)
         self.num_heads = self.bcfg.num_attention_heads
         self.num_layers = self.bcfg.num_hidden_layers
 
-    def _batches(self, rows):
-        from rgft_jax import data
-
-        return list(data.eval_batches(rows, batch_size=self.cfg.batch_size,
-                                      batch_fn=self.batch_fn))
-
     def model(self, seed: int):
-        from rgft_jax.models import bert
-
-        return bert.from_pretrained(self.model_dir, num_labels=len(self.names), seed=seed)
+        return self.task.model(seed)
 
     def iterator(self, seed: int):
         from rgft_jax import data

@@ -252,3 +252,25 @@ def test_make_train_step_rejects_a_bad_cache_mode(cache):
     with pytest.raises(ValueError, match="cache="):
         make_train_step(None, None, None, (True,), False, task="classification", dropout=False,
                         cache=cache)
+
+
+@pytest.mark.parametrize("name, knobs", [
+    ("autofreeze", dict(num_intervals=4, percentile=50.0)),
+    ("badam", dict(switch_every=3, order="descending")),
+])
+def test_schedule_anchors_same_params_with_the_cache(name, knobs):
+    """AutoFreeze's growing frozen prefix and BAdam's rotating block use the cache exactly:
+    a layer a step does not train does not move (no momentum, no weight decay), so cached
+    prefix outputs stay valid until the schedule trains a lower layer again."""
+    steps = 12  # 6 epochs of 2 batches
+    runs = {}
+    for cache in (False, True):
+        tr = _trainer(methods.get(name)(learning_rate=1e-2, **knobs), steps, cache)
+        tr.fit(_iter())
+        runs[cache] = tr
+    _close(host(runs[True].state.params), host(runs[False].state.params))
+    # BAdam's lower blocks are frozen half the time: the cache must be read. Whether
+    # AutoFreeze freezes within 12 steps depends on its gradient-norm history; when it does,
+    # the hits must follow.
+    if name == "badam" or runs[True].schedule.frozen_prefix >= 1:
+        assert runs[True].summary()["cache_hit_steps"] > 0

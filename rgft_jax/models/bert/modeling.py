@@ -228,17 +228,15 @@ class BertEncoder(nnx.Module):
         Returns:
             Last hidden states ``[B, T, D]``.
         """
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros_like(input_ids)
-        if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
-        x = self.embeddings(
-            input_ids, token_type_ids, position_ids, deterministic=deterministic, rngs=rngs
-        )
-        mask = padding_mask(attention_mask)
-        for i, layer in enumerate(self.layers):
+        x = self.hidden_at(0, input_ids, attention_mask, token_type_ids, position_ids,
+                           deterministic=deterministic, rngs=rngs)
+        return self.encode_from(0, x, attention_mask, deterministic=deterministic, rngs=rngs)
+
+    def _run_layers(self, x, mask, start, stop, deterministic, rngs):
+        """``layers[start:stop]`` on ``x`` (each in its DropBP scope)."""
+        for i in range(start, stop):
             with _dropbp.layer(i):
-                x = layer(x, mask, deterministic=deterministic, rngs=rngs)
+                x = self.layers[i](x, mask, deterministic=deterministic, rngs=rngs)
         return x
 
     def hidden_at(
@@ -265,10 +263,7 @@ class BertEncoder(nnx.Module):
         x = self.embeddings(
             input_ids, token_type_ids, position_ids, deterministic=deterministic, rngs=rngs
         )
-        mask = padding_mask(attention_mask)
-        for i in range(cut):
-            x = self.layers[i](x, mask, deterministic=deterministic, rngs=rngs)
-        return x
+        return self._run_layers(x, padding_mask(attention_mask), 0, cut, deterministic, rngs)
 
     def encode_from(
         self,
@@ -281,11 +276,8 @@ class BertEncoder(nnx.Module):
     ) -> Array:
         """The upper half of a split forward: ``layers[cut:]`` on ``hidden`` ``[B, T, D]``."""
         _check_cut(cut, len(self.layers))
-        mask = padding_mask(attention_mask)
-        x = hidden
-        for i in range(cut, len(self.layers)):
-            x = self.layers[i](x, mask, deterministic=deterministic, rngs=rngs)
-        return x
+        return self._run_layers(hidden, padding_mask(attention_mask), cut, len(self.layers),
+                                deterministic, rngs)
 
 
 def mean_pool(hidden: Array, attention_mask: Array | None) -> Array:

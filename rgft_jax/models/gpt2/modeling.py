@@ -200,14 +200,18 @@ class GPT2LMHeadModel(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ) -> Array:
         """Returns the final-norm hidden states ``[B, T, D]``; arguments as in ``__call__``."""
-        if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
-        x = self.embeddings(input_ids, position_ids, deterministic=deterministic, rngs=rngs)
+        x = self.hidden_at(0, input_ids, attention_mask, position_ids,
+                           deterministic=deterministic, rngs=rngs)
         mask = causal_mask(input_ids.shape[-1], attention_mask)
-        for i, layer in enumerate(self.layers):
+        return self.final_norm(self._run_layers(x, mask, 0, len(self.layers), deterministic,
+                                                rngs))
+
+    def _run_layers(self, x, mask, start, stop, deterministic, rngs):
+        """``layers[start:stop]`` on ``x`` (each in its DropBP scope)."""
+        for i in range(start, stop):
             with _dropbp.layer(i):
-                x = layer(x, mask, deterministic=deterministic, rngs=rngs)
-        return self.final_norm(x)
+                x = self.layers[i](x, mask, deterministic=deterministic, rngs=rngs)
+        return x
 
     def __call__(
         self,
@@ -256,9 +260,7 @@ class GPT2LMHeadModel(nnx.Module):
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
         x = self.embeddings(input_ids, position_ids, deterministic=deterministic, rngs=rngs)
         mask = causal_mask(input_ids.shape[-1], attention_mask)
-        for i in range(cut):
-            x = self.layers[i](x, mask, deterministic=deterministic, rngs=rngs)
-        return x
+        return self._run_layers(x, mask, 0, cut, deterministic, rngs)
 
     def logits_from(
         self,
@@ -272,9 +274,7 @@ class GPT2LMHeadModel(nnx.Module):
         """Next-token logits from :meth:`hidden_at`'s output: ``layers[cut:]``, norm, head."""
         _check_cut(cut, len(self.layers))
         mask = causal_mask(hidden.shape[1], attention_mask)
-        x = hidden
-        for i in range(cut, len(self.layers)):
-            x = self.layers[i](x, mask, deterministic=deterministic, rngs=rngs)
+        x = self._run_layers(hidden, mask, cut, len(self.layers), deterministic, rngs)
         return self.embeddings.word.attend(self.final_norm(x))
 
 
