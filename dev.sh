@@ -39,6 +39,8 @@ case "$cmd" in
     setup; setup_tests
     # Every tier: the default fast tier, the 8-fake-device tier, and the slow tier
     # (real MiniLM parity, real corpus counts, the demo CLI on a tiny run).
-    exec "$PY" -m pytest -m "slow or multidevice or not slow" "$@" ;;
+    # `heavy` tests (SmolLM2 fine-tuning, two processes) need a capable machine:
+    # ./dev.sh test -m heavy runs them.
+    exec "$PY" -m pytest -m "(slow or multidevice or not slow) and not heavy" "$@" ;;
   *) sed -n 2,7p "$0"; exit 2 ;;
 esac

