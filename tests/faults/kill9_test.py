@@ -87,11 +87,10 @@ def compare_runs(ref_out, out, methods, steps):
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_resumes_bit_exactly(tmp_path):
-    # One method per kind of state a resume must restore: dense (full), the error map
-    # (rgft), adapters (lora), a fixed mask (random_mask), a host schedule (autofreeze's
-    # frozen prefix and interval sums). Every method resumes exactly in process
+    # Dense (full), the error map (rgft) and adapters (lora): the set verified within CI's
+    # time on a 2-core CPU. Every method resumes exactly in process
     # (resume_every_method_test.py); RGFT_KILL9_METHODS=all kills the demo with every one.
-    chosen = os.environ.get("RGFT_KILL9_METHODS", "full,rgft,lora,random_mask,autofreeze")
+    chosen = os.environ.get("RGFT_KILL9_METHODS", "full,rgft,lora")
     methods = tuple(demo.DEMO_METHODS if chosen == "all" else chosen.split(","))
     steps = 10
     model = fixtures.tiny_checkpoint(tmp_path / "model", layers=1)
