@@ -30,10 +30,14 @@ treated as damaged.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
+import inspect
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,6 +108,43 @@ def verify(folder: str) -> bool:
         if got[1] != sha:
             raise DamagedCheckpointError(f"{full}: checksum differs from the manifest")
     return True
+
+def _is_aborted_read_noise(unraisable: Any) -> bool:
+    """Whether an unraisable exception is one an aborted orbax read leaves behind: its
+    array reads still pending when its event loop closed ("Event loop is closed" from
+    tensorstore's callbacks, and the abandoned read coroutines)."""
+    exc, obj = unraisable.exc_value, unraisable.object
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return True
+    return inspect.iscoroutine(obj) and "orbax" in obj.cr_code.co_filename
+
+
+@contextlib.contextmanager
+def _quiet_aborted_reads():
+    """Drops the reports of abandoned reads (other reports pass) and yields a list: when a
+    failed read was appended to it, the abandoned reads are collected now, not in whatever
+    code runs next.
+
+    When tensorstore fails to read one array of a step without a manifest, orbax's event
+    loop closes with the other arrays' reads pending: each then reports an unraisable
+    exception, some only when the garbage collector runs. The failure itself is already
+    reported as the damaged step's warning.
+    """
+    aborted: list[int] = []
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not _is_aborted_read_noise(unraisable):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield aborted
+    finally:
+        if aborted:
+            gc.collect()
+        sys.unraisablehook = previous
+
 
 Path = tuple[str, ...]
 #: Path components that older checkpoints may lack (see the module docstring).
@@ -197,34 +238,40 @@ class Checkpointer:
           DamagedCheckpointError: every step is damaged.
         """
         steps = self.all_steps()
-        for i, step in enumerate(reversed(steps)):
-            try:
-                verified = verify(self.step_dir(step))
+        with _quiet_aborted_reads() as aborted:
+            for i, step in enumerate(reversed(steps)):
                 try:
-                    state, data, host = self.restore(step, like, check)
-                except RunMismatchError:
-                    raise  # another run's checkpoint: not damage
-                except Exception as e:  # noqa: BLE001 (orbax/tensorstore raise many kinds)
-                    if verified:
-                        raise
-                    raise DamagedCheckpointError(f"{self.step_dir(step)}: unreadable "
-                                                 f"({type(e).__name__}: {e})") from e
-            except DamagedCheckpointError as e:
-                earlier = steps[len(steps) - 2 - i] if i + 1 < len(steps) else None
-                log.warning("checkpoint step %d is damaged (%s); falling back to %s", step, e,
-                            "none: starting afresh" if earlier is None else f"step {earlier}")
-                print(f"warning: checkpoint step {step} is damaged ({e}); falling back to "
-                      f"{'none' if earlier is None else f'step {earlier}'}", flush=True)
-                self._set_aside(step)
-                if earlier is None:
-                    raise DamagedCheckpointError(
-                        f"every checkpoint under {self.directory} is damaged (moved aside to "
-                        "damaged-<step>); delete them to start afresh.") from None
-                continue
-            if not verified:
-                log.info("checkpoint step %d has no manifest (older version): read unverified",
-                         step)
-            return step, state, data, host
+                    verified = verify(self.step_dir(step))
+                    try:
+                        state, data, host = self.restore(step, like, check)
+                    except RunMismatchError:
+                        raise  # another run's checkpoint: not damage
+                    except Exception as e:  # noqa: BLE001 (orbax/tensorstore raise many kinds)
+                        if verified:
+                            raise
+                        aborted.append(step)
+                        raise DamagedCheckpointError(f"{self.step_dir(step)}: unreadable "
+                                                     f"({type(e).__name__}: {e})") from None
+                except DamagedCheckpointError as e:
+                    # The text only: a log record holding the error would keep the failed
+                    # read's frames (and its abandoned coroutines) alive as long as the record.
+                    reason = str(e)
+                    earlier = steps[len(steps) - 2 - i] if i + 1 < len(steps) else None
+                    log.warning("checkpoint step %d is damaged (%s); falling back to %s", step,
+                                reason, "none: starting afresh" if earlier is None
+                                else f"step {earlier}")
+                    print(f"warning: checkpoint step {step} is damaged ({reason}); falling back to "
+                          f"{'none' if earlier is None else f'step {earlier}'}", flush=True)
+                    self._set_aside(step)
+                    continue
+                if not verified:
+                    log.info("checkpoint step %d has no manifest (older version): read "
+                             "unverified", step)
+                return step, state, data, host
+        if steps:
+            raise DamagedCheckpointError(
+                f"every checkpoint under {self.directory} is damaged (moved aside to "
+                "damaged-<step>); delete them to start afresh.")
         return None
 
     def _set_aside(self, step: int) -> None:

@@ -57,6 +57,11 @@ __all__ = ["TrainConfig", "Trainer", "fit_together"]
 MAX_PENDING = 64
 
 
+def _whole(flops: float) -> int | float:
+    """``flops`` as a Python int (NaN stays NaN): sums of them are exact in any order."""
+    return round(flops) if math.isfinite(flops) else flops
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Loop settings shared by every method (validated when built).
@@ -283,7 +288,9 @@ class Trainer:
         # Periodic evaluations: step, cumulative training GFLOPs and time, and eval_fn's
         # scalars (time-to-quality and the curves read these).
         self.eval_history: list[dict[str, Any]] = []
-        self._gflops_total = 0.0  # cumulative XLA-counted training GFLOPs of the steps run
+        # Cumulative XLA-counted training FLOPs of the steps run, in whole FLOPs: a sum of
+        # integers is exact in any order, so a resumed run's total equals the straight run's.
+        self._flops_total: int | float = 0
         self.error_history: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.module_history: list[dict[str, Any]] = []
         self._step = 0  # host mirror of state.step (reading the device's would sync)
@@ -507,8 +514,8 @@ class Trainer:
             else:
                 m.update(update_ratio=entry.n_trainable / self.accounting.total_params)
             self.accounting.record_step(entry.key, m["update_ratio"])
-            self._gflops_total += self.accounting.flops_by_pattern.get(entry.key, 0.0) / 1e9
-            m["gflops_cum"] = self._gflops_total
+            self._flops_total += _whole(self.accounting.flops_by_pattern.get(entry.key, 0.0))
+            m["gflops_cum"] = self._flops_total / 1e9
             if library is not None and not skipped:
                 self.module_history.append({
                     "step": p["step"], "labels": np.asarray(library.labels),
@@ -600,7 +607,7 @@ class Trainer:
         scalars = {k: float(v) for k, v in values.items()
                    if isinstance(v, (int, float, np.integer, np.floating))
                    and not isinstance(v, bool)}
-        self.eval_history.append({**scalars, "step": step, "gflops_cum": self._gflops_total,
+        self.eval_history.append({**scalars, "step": step, "gflops_cum": self._flops_total / 1e9,
                                   "train_time_s": self.accounting.train_time_s})
 
     def evaluate(self, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, Any]:
@@ -736,8 +743,8 @@ class Trainer:
         self.accounting.load_json(host)
         self.history = list(host["history"])
         self.eval_history = list(host.get("eval_history", []))
-        self._gflops_total = sum(self.accounting.flops_by_pattern.get(k, 0.0) * n for k, n in
-                                 self.accounting.pattern_steps.items()) / 1e9
+        self._flops_total = sum(_whole(self.accounting.flops_by_pattern.get(k, 0.0)) * n
+                                for k, n in self.accounting.pattern_steps.items())
         if self.schedule is not None and host.get("schedule") is not None:
             self.schedule.load_state_dict(host["schedule"])
         self.skipped_steps = int(host.get("skipped_steps", 0))

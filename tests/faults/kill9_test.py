@@ -21,10 +21,12 @@ _spec = importlib.util.spec_from_file_location("_demo_fixtures",
 fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fixtures)
 
-#: Keys of a history / report row that differ by design: wall-clock measurements, and the
-#: compile count (each restarted process compiles its steps again; the count is cumulative).
+#: Keys of a history / report row that differ by design: wall-clock measurements, the
+#: compile count (each restarted process compiles its steps again; the count is cumulative)
+#: and the activation cache's occupancy at the end (a restore drops the cache; it refills).
 TIMES = {"step_time_s", "wall_time_s", "step_time_std_s", "fresh_step_fraction",
-         "compilations"}
+         "compilations", "cache_rows", "cache_device_bytes", "cache_host_bytes",
+         "cache_disk_bytes"}
 
 
 def read_checkpoint(folder):

@@ -47,6 +47,12 @@ def test_resume_from_checkpoint_is_bit_exact(kind, resume_runs):
     assert_bitwise_equal(a.opt_state, b.opt_state)  # the error map is in here for rgft
     assert_bitwise_equal(a.rng, b.rng)
     assert int(a.step) == int(b.step)
+    # The logged history too, to the last bit (cumulative FLOPs included: summed in whole
+    # FLOPs, the restored total equals the running one).
+    def untimed(history):
+        return [{k: v for k, v in h.items() if not k.endswith("time_s")} for h in history]
+    assert untimed(resumed.history) == untimed(straight.trainer.history)
+    assert resumed.history[-1]["gflops_cum"] > 0
     if kind == "rgft":
         ea, eb = rgft.error_map(a.opt_state), rgft.error_map(b.opt_state)
         np.testing.assert_array_equal(ea.residuals, eb.residuals)
