@@ -418,20 +418,33 @@ def validate(cfg: CardConfig, task: _Task | None = None) -> dict:
 
     ks = [k for k in cfg.ks if k <= L]
 
-    def card_row(seed):
-        # The card `run` just wrote for cfg.seed (same config, same out dir) is this one.
-        path = os.path.join(cfg.out, "card.json")
-        card = (layer_card.LayerCard.from_json(path)
-                if seed == cfg.seed and os.path.exists(path) else task.card(seed))
-        return {"res": card.res.tolist(), "choices": {
-            f"k{k}/card_{obj}": list(layer_card.place(card, obj, k=k).layers)
-            for k in ks for obj in layer_card.OBJECTIVES}}
+    def card_of(seed):
+        # The card `run` just wrote for cfg.seed (same config, same out dir) is this one;
+        # other seeds' cards are kept beside it, so placements of new k reuse them.
+        path = os.path.join(cfg.out, "card.json" if seed == cfg.seed
+                            else f"card_seed{seed}.json")
+        if os.path.exists(path):
+            return layer_card.LayerCard.from_json(path)
+        card = task.card(seed)
+        card.to_json(path)
+        return card
+
+    def choices_of(card):
+        return {f"k{k}/card_{obj}": list(layer_card.place(card, obj, k=k).layers)
+                for k in ks for obj in layer_card.OBJECTIVES}
 
     summary = {"per_layer": [], "stability": None, "placements": []}
     cards, choices = {}, {}
     for seed in cfg.seeds:
-        row = run_once(f"card/seed{seed}", lambda s=seed: card_row(s))
-        cards[seed], choices[seed] = np.asarray(row["res"]), row["choices"]
+        row = run_once(f"card/seed{seed}", lambda s=seed: {
+            "res": card_of(s).res.tolist(), "choices": choices_of(card_of(s))})
+        cards[seed], choices[seed] = np.asarray(row["res"]), dict(row["choices"])
+        if any(f"k{k}/card_{obj}" not in choices[seed]
+               for k in ks for obj in layer_card.OBJECTIVES):  # a row of fewer --ks
+            card = card_of(seed)
+            np.testing.assert_allclose(card.res, cards[seed], rtol=1e-5, err_msg=(
+                f"seed {seed}: the card recomputed for the new --ks differs from the row's"))
+            choices[seed] = choices_of(card)
         base = run_once(f"base/seed{seed}", lambda s=seed: {
             "eval_loss": task.eval_loss(task.model(s))})
         drops = []
@@ -447,6 +460,13 @@ def validate(cfg: CardConfig, task: _Task | None = None) -> dict:
     other = run_once(f"card_subset2/seed{s0}", lambda: {
         "res": task.card(s0, skip=cfg.probe_batches).res.tolist()})
     summary["stability"] = _spearman(cards[s0], other["res"])
+
+    def flush():  # the tables so far: a stopped run has them
+        _write_validation(cfg, summary, L)
+        with open(os.path.join(cfg.out, "validation.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+
+    flush()
     # Placements at equal adapter size.
     for k in ks:
         for seed in cfg.seeds:
@@ -467,9 +487,7 @@ def validate(cfg: CardConfig, task: _Task | None = None) -> dict:
             summary["placements"].append({"k": k, "policy": f"all_layers_r{rank_all}",
                                           "seed": seed, "layers": list(range(L)),
                                           **_metrics(run)})
-    _write_validation(cfg, summary, L)
-    with open(os.path.join(cfg.out, "validation.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+        flush()
     return summary
 
 
@@ -487,6 +505,8 @@ def _metrics(run: dict) -> dict:
 def _write_validation(cfg: CardConfig, summary: dict, num_layers: int) -> None:
     import numpy as np
 
+    from rgft_jax import reporting
+
     lines = ["# Layer Card validation", "",
              f"Seeds {list(cfg.seeds)}; LoRA rank {cfg.lora_rank} (alpha = 2 rank) on every "
              f"adaptable matrix of the chosen layers, {cfg.steps} steps at lr "
@@ -502,17 +522,27 @@ def _write_validation(cfg: CardConfig, summary: dict, num_layers: int) -> None:
               "", f"Stability (Res rankings of two disjoint probe sets, seed "
               f"{cfg.seeds[0]}): Spearman {summary['stability']:.3f}", "",
               "## Placements at equal adapter size", "",
-              "| k | policy | layers (per seed) | accuracy | held-out loss | step time s | "
-              "peak step MB | adapted layers |", "|---|---|---|---|---|---|---|---|"]
+              "p: paired t-test (`scipy.stats.ttest_rel`, over seeds) of the accuracy against "
+              "`top_k` at the same k.", "",
+              "| k | policy | layers (per seed) | accuracy | p vs top_k | held-out loss | "
+              "step time s | peak step MB | adapted layers |",
+              "|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list] = {}
     for p in summary["placements"]:
         groups.setdefault((p["k"], p["policy"]), []).append(p)
     for (k, policy), rows in groups.items():
         layers = "; ".join("-".join(map(str, p["layers"])) for p in rows)
         adapted = len(rows[0]["layers"])
+        top = {p["seed"]: p["accuracy"] for p in groups.get((k, "top_k"), [])}
+        seeds = [p["seed"] for p in rows if p["seed"] in top]
+        pval = "—"
+        if policy != "top_k" and len(seeds) > 1:
+            acc = {p["seed"]: p["accuracy"] for p in rows}
+            _, pv = reporting.paired_ttest([acc[s] for s in seeds], [top[s] for s in seeds])
+            pval = f"{pv:.3g}"
         lines.append(
             f"| {k} | {policy} | {layers} | {_mean_std([p['accuracy'] for p in rows])} | "
-            f"{_mean_std([p['eval_loss'] for p in rows])} | "
+            f"{pval} | {_mean_std([p['eval_loss'] for p in rows])} | "
             f"{_mean_std([p['step_time_s'] for p in rows])} | "
             f"{np.mean([p['peak_step_bytes'] for p in rows]) / 2**20:.0f} | {adapted} |")
     with open(os.path.join(cfg.out, "validation.md"), "w") as f:

@@ -43,8 +43,15 @@ def test_layer_card_validation_tiny_is_resumable(tmp_path):
     argv = ["--model", str(model), "--train", str(csv), "--batch-size", "8", "--max-length",
             "16", "--probe-batches", "1", "--micro-batch", "4", "--out", str(out), "--validate",
             "--steps", "2", "--seeds", "0,1", "--eval-examples", "16", "--lora-rank", "2"]
+    # First only k = 1 (a stopped or smaller run), then every k: the card rows of the first
+    # run are reused and its cards give the new k's choices.
+    assert layer_card.main(argv + ["--ks", "1"]) == 0
+    first = (out / "validation.jsonl").read_text().splitlines()
+    assert "| 1 | top_k |" in (out / "validation.md").read_text()
+    assert "| 2 | top_k |" not in (out / "validation.md").read_text()
     assert layer_card.main(argv) == 0
     lines = (out / "validation.jsonl").read_text().splitlines()
+    assert lines[:len(first)] == first
     keys = [json.loads(line)["key"] for line in lines]
     assert len(keys) == len(set(keys))
     # 2 seeds x (card + base + 2 layers) + a second card + placements
@@ -54,8 +61,11 @@ def test_layer_card_validation_tiny_is_resumable(tmp_path):
     assert len(summary["per_layer"]) == 2 and -1 <= summary["stability"] <= 1
     assert {p["policy"] for p in summary["placements"]} >= {"card_max_quality", "top_k",
                                                              "random_k", "all_layers_r1"}
+    assert {(p["k"], p["policy"]) for p in summary["placements"]} >= {
+        (2, "card_max_quality"), (2, "card_spread"), (2, "top_k")}
     md = (out / "validation.md").read_text()
-    assert "Mean Spearman" in md and "| 1 | top_k |" in md
+    assert "Mean Spearman" in md and "| 1 | top_k |" in md and "| 2 | top_k |" in md
+    assert "p vs top_k" in md
     # A rerun finds every run done: nothing is appended.
     assert layer_card.main(argv) == 0
     assert (out / "validation.jsonl").read_text().splitlines() == lines
