@@ -39,7 +39,7 @@ case "$cmd" in
     setup; setup_tests
     # Every tier: the default fast tier, the 8-fake-device tier, and the slow tier
     # (real MiniLM parity, real corpus counts, the demo CLI on a tiny run).
-    # `heavy` tests (SmolLM2 fine-tuning, two processes) need a capable machine:
+    # `heavy` tests (SmolLM2 fine-tuning: ~8 GB, 10+ min) need a capable machine:
     # ./dev.sh test -m heavy runs them.
     exec "$PY" -m pytest -m "(slow or multidevice or not slow) and not heavy" "$@" ;;
   *) sed -n 2,7p "$0"; exit 2 ;;

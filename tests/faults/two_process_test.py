@@ -47,8 +47,8 @@ def finish(*procs):
     return outs
 
 
-@pytest.mark.slow
-@pytest.mark.heavy  # two jax.distributed processes: > 15 min on a shared 2-core CPU
+@pytest.mark.slow  # two jax.distributed processes twice: 2.5 CPU-min; 13 min niced beside a
+# SmolLM2 run on the shared 2-core CPU (2026-11-30), mostly waiting for the CPU
 def test_two_processes_equal_one_and_checkpoints_cross_restore(tmp_path):
     a, b = tmp_path / "two", tmp_path / "one"
     out_two, _ = finish(two(a), one(b))  # (side by side: each waits on its own)
