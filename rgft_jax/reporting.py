@@ -291,28 +291,33 @@ def plot_training_curves(
     xs = [("step", "step")]
     if any("gflops_cum" in h for hs in [*histories.values(), *evals.values()] for h in hs):
         xs.append(("gflops_cum", "cumulative training GFLOPs"))
-    fig, axes = plt.subplots(len(xs), 2, figsize=(11, 3.6 * len(xs)), squeeze=False,
-                             constrained_layout=True)
+    # A column per quantity the runs have: no empty validation panel for runs without
+    # periodic evaluations (or no loss panel for evaluations alone).
+    panels = [p for p, has in (("loss", has_loss), ("eval", has_eval)) if has]
+    fig, axes = plt.subplots(len(xs), len(panels), figsize=(5.5 * len(panels), 3.6 * len(xs)),
+                             squeeze=False, constrained_layout=True)
     labels = sorted(set(histories) | set(evals), key=list({**histories, **evals}).index)
     colors = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}
     for row, (xkey, xlabel) in enumerate(xs):
-        ax_loss, ax_eval = axes[row]
+        ax = dict(zip(panels, axes[row]))
         for lab in labels:
             pts = [(h[xkey], h["loss"]) for h in histories.get(lab, ())
                    if xkey in h and "loss" in h]
-            if pts:
+            if pts and has_loss:
                 x, y = zip(*pts)
-                ax_loss.plot(x, y, color=colors[lab], lw=0.5, alpha=0.25)
-                ax_loss.plot(x, ema(y, smoothing), color=colors[lab], lw=1.5, label=lab)
+                ax["loss"].plot(x, y, color=colors[lab], lw=0.5, alpha=0.25)
+                ax["loss"].plot(x, ema(y, smoothing), color=colors[lab], lw=1.5, label=lab)
             pts = [(e[xkey], e[metric]) for e in evals.get(lab, ()) if xkey in e and metric in e]
             if pts:
                 x, y = zip(*pts)
-                ax_eval.plot(x, y, "o-", color=colors[lab], lw=1.4, ms=3, label=lab)
-        ax_loss.set_title(f"training loss (EMA {smoothing:g}; raw faint)", fontsize=10)
-        ax_eval.set_title(f"held-out validation {metric}", fontsize=10)
-        for ax in (ax_loss, ax_eval):
-            ax.set_xlabel(xlabel)
-            ax.grid(alpha=0.3)
+                ax["eval"].plot(x, y, "o-", color=colors[lab], lw=1.4, ms=3, label=lab)
+        if has_loss:
+            ax["loss"].set_title(f"training loss (EMA {smoothing:g}; raw faint)", fontsize=10)
+        if has_eval:
+            ax["eval"].set_title(f"held-out validation {metric}", fontsize=10)
+        for a in ax.values():
+            a.set_xlabel(xlabel)
+            a.grid(alpha=0.3)
     handles = [a for a in axes.ravel() if a.get_legend_handles_labels()[0]]
     if handles:
         handles[-1].legend(fontsize=7)

@@ -26,6 +26,10 @@ def test_curves_have_loss_and_eval_rows_against_steps_and_gflops(tmp_path):
                                           evals={"a": strip(e1)})
     assert mpimg.imread(out1).shape[0] < img.shape[0]
     assert reporting.plot_training_curves({"a": []}, tmp_path / "n.png") is None
+    # Runs without periodic evaluations (the LM demo): the loss column alone, no empty panel.
+    out2 = reporting.plot_training_curves({"full": h1, "rgft": h2}, tmp_path / "c2.png")
+    img2 = mpimg.imread(out2)
+    assert img2.shape[0] == img.shape[0] and img2.shape[1] < 0.6 * img.shape[1]
 
 
 def test_average_histories_over_seeds():
