@@ -183,11 +183,16 @@ class LayerCard:
         import matplotlib.pyplot as plt
 
         x = np.asarray(self.layers)
+        # Every layer labelled up to 16 layers; beyond, about 10 labels (30 layers: 0, 3, ...).
+        every = 1 if len(x) <= 16 else int(np.ceil(len(x) / 10))
+        ticks = np.arange(0, len(x), every)
         fig = plt.figure(figsize=(13, 6.2))
         grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.15])
         panels = [
             (grid[0, 0], self.res, "projected residual norm Res", "C0", False),
-            (grid[0, 1], self.energy, "activation energy tr Σ", "C1", False),
+            # Log scale where a few layers dwarf the rest (Llama's outlier layers: 1000x).
+            (grid[0, 1], self.energy, "activation energy tr Σ", "C1",
+             float(np.max(self.energy)) > 100 * max(float(np.min(self.energy)), 1e-30)),
             (grid[1, 0], self.grad_norm, "gradient norm", "C2", False),
         ]
         for spec, values, label, color, log in panels:
@@ -195,7 +200,7 @@ class LayerCard:
             ax.bar(x, values, color=color)
             ax.set_title(label, fontsize=10)
             ax.set_xlabel("layer")
-            ax.set_xticks(x)
+            ax.set_xticks(x[ticks])
             if log:
                 ax.set_yscale("log")
         ax = fig.add_subplot(grid[1, 1])
@@ -204,12 +209,12 @@ class LayerCard:
         ax.set_ylim(0, 1.05)
         ax.set_title("step FLOPs / full fine-tuning", fontsize=10)
         ax.set_xlabel("layer")
-        ax.set_xticks(x)
+        ax.set_xticks(x[ticks])
         ax.legend(fontsize=8)
         ax = fig.add_subplot(grid[:, 2])
         im = ax.imshow(self.rho, vmin=0, vmax=max(1e-6, float(self.rho.max())), cmap="viridis")
-        ax.set_xticks(range(len(x)), x)
-        ax.set_yticks(range(len(x)), x)
+        ax.set_xticks(ticks, x[ticks])
+        ax.set_yticks(ticks, x[ticks])
         for i in range(len(x) if len(x) <= 12 else 0):  # values only where they fit
             for j in range(len(x)):
                 if i != j:
