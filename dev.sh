@@ -41,6 +41,8 @@ case "$cmd" in
     # (real MiniLM parity, real corpus counts, the demo CLI on a tiny run).
     # `heavy` tests (SmolLM2 fine-tuning: ~8 GB, 10+ min) need a capable machine:
     # ./dev.sh test -m heavy runs them.
-    exec "$PY" -m pytest -m "(slow or multidevice or not slow) and not heavy" "$@" ;;
+    # --durations: the slowest tests are listed at the end of every run (CI's log too).
+    exec "$PY" -m pytest -m "(slow or multidevice or not slow) and not heavy" \
+      --durations=30 "$@" ;;
   *) sed -n 2,7p "$0"; exit 2 ;;
 esac
