@@ -433,11 +433,13 @@ def validate(cfg: CardConfig, task: _Task | None = None) -> dict:
         return {f"k{k}/card_{obj}": list(layer_card.place(card, obj, k=k).layers)
                 for k in ks for obj in layer_card.OBJECTIVES}
 
+    def card_row(card):
+        return {"res": card.res.tolist(), "choices": choices_of(card)}
+
     summary = {"per_layer": [], "stability": None, "placements": []}
     cards, choices = {}, {}
     for seed in cfg.seeds:
-        row = run_once(f"card/seed{seed}", lambda s=seed: {
-            "res": card_of(s).res.tolist(), "choices": choices_of(card_of(s))})
+        row = run_once(f"card/seed{seed}", lambda s=seed: card_row(card_of(s)))
         cards[seed], choices[seed] = np.asarray(row["res"]), dict(row["choices"])
         if any(f"k{k}/card_{obj}" not in choices[seed]
                for k in ks for obj in layer_card.OBJECTIVES):  # a row of fewer --ks
