@@ -33,11 +33,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import inspect
 import json
 import logging
 import os
 import sys
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -109,6 +109,7 @@ def verify(folder: str) -> bool:
             raise DamagedCheckpointError(f"{full}: checksum differs from the manifest")
     return True
 
+
 def _is_aborted_read_noise(unraisable: Any) -> bool:
     """Whether an unraisable exception is one an aborted orbax read leaves behind: its
     array reads still pending when its event loop closed ("Event loop is closed" from
@@ -116,7 +117,8 @@ def _is_aborted_read_noise(unraisable: Any) -> bool:
     exc, obj = unraisable.exc_value, unraisable.object
     if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
         return True
-    return inspect.iscoroutine(obj) and "orbax" in obj.cr_code.co_filename
+    # type(), not isinstance(): some objects (torch's deprecated aliases) warn on __class__.
+    return type(obj) is types.CoroutineType and "orbax" in obj.cr_code.co_filename
 
 
 @contextlib.contextmanager
