@@ -87,7 +87,7 @@ class Pool:
         if s.axis is None:
             r = x.reshape(1, -1)
         else:
-            split = x.reshape(s.shape[: s.axis] + (s.n_groups, -1) + s.shape[s.axis + 1:])
+            split = x.reshape(s.split_shape)
             r = jnp.moveaxis(split, s.axis, 0).reshape(s.n_groups, -1)
         pad = -r.shape[1] % self.width
         return jnp.pad(r, ((0, 0), (0, pad))) if pad else r
@@ -97,9 +97,9 @@ class Pool:
         r = r[:, :row]
         if s.axis is None:
             return r.reshape(s.shape)
-        a = s.axis
-        moved = (s.n_groups,) + s.shape[:a] + (s.shape[a] // s.n_groups,) + s.shape[a + 1:]
-        return jnp.moveaxis(r.reshape(moved), 0, a).reshape(s.shape)
+        split = s.split_shape
+        moved = (s.n_groups,) + split[:s.axis] + split[s.axis + 1:]
+        return jnp.moveaxis(r.reshape(moved), 0, s.axis).reshape(s.shape)
 
     def indices(self, mask: jax.Array) -> jax.Array:
         """Chunk index of every slot (``num_chunks`` for unused slots), int32 ``[slots]``."""

@@ -91,6 +91,11 @@ class Rule:
       (attention heads: ``groups=num_heads``).
     * ``Rule(pattern, axis=a, width=d_b)``: axis ``a`` is split into groups of ``d_b``
       entries (neuron groups, column blocks).
+    * ``axis=(a, a + 1, ...)``: consecutive axes read as one (row-major), then split as
+      above: ``Rule('query/kernel$', axis=(1, 2), width=16)`` on a ``[D, H, Dh]`` kernel
+      cuts every head into ``Dh / 16`` blocks, never a block across heads.
+    * ``Rule(..., ndim=r)``: the rule applies to leaves of rank ``r`` only (one pattern,
+      two layouts: ``[D, H, Dh]`` and flat ``[D, H * Dh]`` kernels).
     * ``Rule(pattern, exclude=True)``: the leaf belongs to no component; transforms pass its
       updates through untouched (always trained, e.g. a new task head).
     * ``Rule(pattern, freeze=True)``: the leaf belongs to no component and is never trained:
@@ -104,20 +109,23 @@ class Rule:
     Args:
       pattern: regular expression searched (``re.search``) in the '/'-joined leaf path.
       kind: component kind, e.g. ``"head"``, ``"neuron"``, ``"block"``, ``"leaf"``.
-      axis: axis to split along (negative values count from the end).
+      axis: axis to split along (negative values count from the end), or a tuple of
+        consecutive axes split as their row-major merge.
       groups: number of equal groups along ``axis``.
       width: group width along ``axis``.
       exclude: whether matching leaves belong to no component (always trained).
       freeze: whether matching leaves belong to no component and are never trained.
+      ndim: if given, only leaves of this rank match.
     """
 
     pattern: str
     kind: str = "leaf"
-    axis: int | None = None
+    axis: int | tuple[int, ...] | None = None
     groups: int | None = None
     width: int | None = None
     exclude: bool = False
     freeze: bool = False
+    ndim: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.pattern, str):
@@ -141,9 +149,21 @@ class Rule:
             if v is not None:
                 object.__setattr__(self, name, int(v))
         if self.axis is not None:
-            if not isinstance(self.axis, (int, np.integer)) or isinstance(self.axis, bool):
-                raise ValueError(f"Rule({self.pattern!r}): axis must be an int, got {self.axis!r}.")
-            object.__setattr__(self, "axis", int(self.axis))
+            axes = self.axis if isinstance(self.axis, (tuple, list)) else (self.axis,)
+            if not axes or any(not isinstance(a, (int, np.integer)) or isinstance(a, bool)
+                               for a in axes):
+                raise ValueError(f"Rule({self.pattern!r}): axis must be an int or a tuple of "
+                                 f"consecutive ints, got {self.axis!r}.")
+            axes = tuple(int(a) for a in axes)
+            if len(axes) > 1 and (any(b != a + 1 for a, b in zip(axes, axes[1:]))
+                                  or (axes[0] < 0 <= axes[-1])):
+                raise ValueError(f"Rule({self.pattern!r}): axis={self.axis!r}; a tuple must "
+                                 "name consecutive axes of one sign, e.g. (1, 2) or (-2, -1).")
+            object.__setattr__(self, "axis", axes[0] if len(axes) == 1 else axes)
+        if self.ndim is not None and (not isinstance(self.ndim, (int, np.integer))
+                                      or isinstance(self.ndim, bool) or self.ndim < 0):
+            raise ValueError(f"Rule({self.pattern!r}): ndim must be an int >= 0 or None, got "
+                             f"{self.ndim!r}.")
         split = self.groups is not None or self.width is not None
         if split and self.axis is None:
             raise ValueError(f"Rule({self.pattern!r}): groups/width need axis=, got axis=None.")
@@ -171,6 +191,29 @@ class LeafSpec(NamedTuple):
     n_groups: int  # groups along axis (1 for whole leaves, 0 for excluded)
     component_ids: tuple[int, ...]  # component of each group, len n_groups
     frozen: bool = False  # excluded and never trained (Rule(freeze=True))
+    merge: int = 1  # axes axis .. axis + merge - 1 read as one split axis (row-major)
+
+    @property
+    def axis_size(self) -> int:
+        """Entries along the (merged) split axis."""
+        return math.prod(self.shape[self.axis:self.axis + self.merge])
+
+    @property
+    def view(self) -> tuple[int, ...]:
+        """The leaf's shape with the merged split axes as one (its shape when merge == 1)."""
+        if self.axis is None:
+            return self.shape
+        a = self.axis
+        return self.shape[:a] + (self.axis_size,) + self.shape[a + self.merge:]
+
+    @property
+    def split_shape(self) -> tuple[int, ...]:
+        """The split view: the split axis as ``(n_groups, width)``."""
+        if self.axis is None:
+            return self.shape
+        a = self.axis
+        return (self.shape[:a] + (self.n_groups, self.axis_size // self.n_groups)
+                + self.shape[a + self.merge:])
 
 
 class Component(NamedTuple):
@@ -199,7 +242,8 @@ def _build_cached(
     group_counts: dict[tuple, tuple[int, str]] = {}
     specs = []
     for path, shape in zip(paths, shapes):
-        rule = next((r for r, rx in compiled if rx.search(path)), None)
+        rule = next((r for r, rx in compiled
+                     if rx.search(path) and r.ndim in (None, len(shape))), None)
         if rule is None:
             rule = Rule(".*") if unmatched == "whole" else Rule(".*", exclude=True)
         if rule.exclude or rule.freeze:
@@ -209,33 +253,44 @@ def _build_cached(
         size = math.prod(shape)
         if not rule.split:
             key = ("leaf", path)
-            axis, n, per_group = None, 1, size
+            axis, merge, n, per_group = None, 1, 1, size
         else:
             ndim = len(shape)
-            if not -ndim <= rule.axis < ndim:
+            axes = rule.axis if isinstance(rule.axis, tuple) else (rule.axis,)
+            if not all(-ndim <= a < ndim for a in axes):
                 errors.append(
                     f"{path}: axis={rule.axis} out of range for shape {shape} "
                     f"(rule {rule.pattern!r})"
                 )
                 continue
-            axis = rule.axis % ndim
-            dim = shape[axis]
+            axis, merge = axes[0] % ndim, len(axes)
+            dim = math.prod(shape[axis:axis + merge])
+            where = (f"axis {axis}" if merge == 1 else
+                     f"the merged axes {tuple(range(axis, axis + merge))}")
             if rule.groups is not None:
                 n = rule.groups
                 if dim % n:
                     errors.append(
-                        f"{path}: axis {axis} has size {dim}, not divisible into groups={n} "
+                        f"{path}: {where} has size {dim}, not divisible into groups={n} "
                         f"(rule {rule.pattern!r})"
                     )
                     continue
             else:
                 if dim % rule.width:
                     errors.append(
-                        f"{path}: axis {axis} has size {dim}, not divisible by width="
+                        f"{path}: {where} has size {dim}, not divisible by width="
                         f"{rule.width} (rule {rule.pattern!r})"
                     )
                     continue
                 n = dim // rule.width
+                inner = math.prod(shape[axis + 1:axis + merge])
+                if merge > 1 and rule.width % inner and inner % rule.width:
+                    errors.append(
+                        f"{path}: width={rule.width} on {where} of shape "
+                        f"{shape} would span two entries of axis {axis}: it must divide "
+                        f"{inner} or be a multiple of it (rule {rule.pattern!r})"
+                    )
+                    continue
             per_group = size // n
             key = None
             if prefix:
@@ -268,7 +323,7 @@ def _build_cached(
             if path not in comp_data[cid]["paths"]:
                 comp_data[cid]["paths"].append(path)
             ids.append(cid)
-        specs.append(LeafSpec(path, shape, axis, n, tuple(ids)))
+        specs.append(LeafSpec(path, shape, axis, n, tuple(ids), merge=merge))
     if errors:
         raise ValueError(
             "Partition: cannot split these leaves:\n  " + "\n  ".join(errors)
@@ -478,8 +533,7 @@ class Partition:
         if spec.axis is None:
             return fn(x, None).reshape(1)
         a = spec.axis
-        shape = spec.shape
-        x = x.reshape(shape[:a] + (spec.n_groups, shape[a] // spec.n_groups) + shape[a + 1 :])
+        x = x.reshape(spec.split_shape)
         axes = tuple(i for i in range(x.ndim) if i != a)
         return fn(x, axes)
 
@@ -545,22 +599,14 @@ class Partition:
 
     def _expand(self, values: jax.Array, s: LeafSpec) -> jax.Array:
         """``values`` of leaf ``s``'s components, materialised in the leaf's shape."""
-        return jnp.broadcast_to(self._group_view(values, s), self._split_shape(s)).reshape(
-            s.shape)
-
-    @staticmethod
-    def _split_shape(s: LeafSpec) -> tuple[int, ...]:
-        if s.axis is None:
-            return s.shape
-        a = s.axis
-        return s.shape[:a] + (s.n_groups, s.shape[a] // s.n_groups) + s.shape[a + 1 :]
+        return jnp.broadcast_to(self._group_view(values, s), s.split_shape).reshape(s.shape)
 
     def _group_view(self, values: jax.Array, s: LeafSpec) -> jax.Array:
         """``values`` of leaf ``s``'s groups, shaped to broadcast against its split view."""
         v = values[np.asarray(s.component_ids, dtype=np.int32)]
         if s.axis is None:
             return v.reshape(())
-        bshape = [1] * (len(s.shape) + 1)
+        bshape = [1] * len(s.split_shape)
         bshape[s.axis] = s.n_groups
         return v.reshape(bshape)
 
@@ -575,11 +621,12 @@ class Partition:
         v = values[np.asarray(s.component_ids, dtype=np.int32)]
         if s.axis is None:
             return v.reshape(())
-        width = s.shape[s.axis] // s.n_groups
+        width = s.axis_size // s.n_groups
         if width > 1:
             v = jnp.broadcast_to(v[:, None], (s.n_groups, width)).reshape(-1)
         bshape = [1] * len(s.shape)
-        bshape[s.axis] = s.shape[s.axis]
+        a = s.axis
+        bshape[a:a + s.merge] = s.shape[a:a + s.merge]
         return v.reshape(bshape)
 
     def leaf_where(self, i: int, active: jax.Array, on_true: jax.Array, on_false: jax.Array):

@@ -512,15 +512,18 @@ def dsca_rules(
 ) -> tuple[Rule, ...]:
     """Partition rules for DSCA blocks of a transformer (MFTC appendix D.1).
 
-    Attention matrices are split by head (``attention="head"``) or into fixed-width blocks
-    of ``block_width`` columns of their last axis (``"block"``); MLP matrices into
-    ``block_width``-neuron blocks
+    Attention matrices are split by head (``attention="head"``) or into blocks of
+    ``block_width`` columns *inside each head* (``"block"``: the head and head-dim axes of
+    the ``[D, H, Dh]`` query/key/value kernels, ``[H, Dh]`` biases, ``[H, Dh, D]`` output
+    kernels and GPT-2's fused ``[D, 3, H, Dh]`` kernel are read as one ``H * Dh`` axis, cut
+    every ``block_width`` entries; ``block_width`` must divide ``Dh`` or be a multiple of
+    it, so no block spans two heads); MLP matrices into ``block_width``-neuron blocks
     (``d_b`` in {16, 32} in MFTC); norms and embeddings follow the
     :func:`~rgft_jax.components.transformer` preset (``preset_kwargs``).
 
     Raises:
       ValueError: on a bad ``num_heads`` / ``block_width`` / ``attention`` (and, at
-        ``Partition.build``, on widths that do not divide a leaf).
+        ``Partition.build``, on widths that do not divide a leaf or would span two heads).
     """
     if not _is_int(block_width) or block_width < 1:
         raise ValueError(f"dsca_rules: block_width must be an int >= 1, got {block_width!r}.")
@@ -531,15 +534,22 @@ def dsca_rules(
     rules = presets.transformer(num_heads, neuron_width=block_width, **preset_kwargs)
     if attention == "head":
         return rules
-    # One kind per matrix: column block j of W_q and of W_o are unrelated.
-    blocks = tuple(
-        Rule(pat + r"/kernel$", kind=f"{name}_block", axis=-1, width=block_width)
-        for name, pat in (
-            ("q", presets._Q),
-            ("k", presets._K),
-            ("v", presets._V),
-            ("o", presets._O),
-        )
-    )
+    # One kind per matrix: block j of W_q and of W_o are unrelated. The head axis and the
+    # head-dim axis are merged (row-major: head-major), so a block never leaves its head;
+    # flat [D, H * Dh] / [H * Dh, D] kernels are cut along their head-major axis.
+    bw = block_width
+    blocks = [
+        Rule(r"attn/c_attn/kernel$", kind="qkv_block", axis=(2, 3), width=bw, ndim=4),
+        Rule(r"attn/c_attn/bias$", kind="qkv_block", axis=(1, 2), width=bw, ndim=3),
+    ]
+    for name, pat in (("q", presets._Q), ("k", presets._K), ("v", presets._V)):
+        kind = f"{name}_block"
+        blocks += [Rule(pat + r"/kernel$", kind=kind, axis=(1, 2), width=bw, ndim=3),
+                   Rule(pat + r"/kernel$", kind=kind, axis=1, width=bw, ndim=2),
+                   Rule(pat + r"/bias$", kind=kind, axis=(0, 1), width=bw, ndim=2),
+                   Rule(pat + r"/bias$", kind=kind, axis=0, width=bw, ndim=1)]
+    blocks += [Rule(presets._O + r"/kernel$", kind="o_block", axis=(0, 1), width=bw, ndim=3),
+               Rule(presets._O + r"/kernel$", kind="o_block", axis=0, width=bw, ndim=2)]
+    blocks = tuple(blocks)
     # Keep embedding / norm rules first, then the block rules, then the rest of the preset.
     return rules[:2] + blocks + rules[2:]

@@ -99,9 +99,7 @@ def _leaf_sketch(x: jax.Array, spec: LeafSpec, seed: jax.Array, dim: int, align:
         split = (1,) + tuple(shape)
         gaxis = 0
     else:
-        a = spec.axis
-        split = shape[:a] + (g, shape[a] // g) + shape[a + 1 :]
-        gaxis = a
+        split, gaxis = spec.split_shape, spec.axis
     local_shape = tuple(d if i != gaxis else 1 for i, d in enumerate(split))
     bucket, sign = _bucket_and_sign(
         tuple(d for i, d in enumerate(split) if i != gaxis) or (1,),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -88,15 +89,15 @@ def _digest(x: np.ndarray) -> str:
 
 
 def _split_shape(spec: LeafSpec) -> tuple[int, ...]:
-    a = spec.axis
-    return spec.shape[:a] + (spec.n_groups, spec.shape[a] // spec.n_groups) + spec.shape[a + 1:]
+    return spec.split_shape
 
 
 def partition_fingerprint(partition: Partition) -> str:
     """A SHA-256 of the partition's leaves (paths, shapes, axes, groups) and component names."""
     desc = {
+        # A merged split axis adds its count (older fingerprints stay as they were).
         "leaves": [[s.path, list(s.shape), s.axis, s.n_groups, list(s.component_ids), s.frozen]
-                   for s in partition.leaves],
+                   + ([s.merge] if s.merge != 1 else []) for s in partition.leaves],
         "components": partition.names,
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
@@ -186,6 +187,8 @@ def save_delta(
                 values = np.take(x.reshape(_split_shape(spec)), idx, axis=a)
                 tensors[f"values/{spec.path}"] = np.ascontiguousarray(values)
                 tensors[f"index/{spec.path}"] = idx
+                if spec.merge != 1:
+                    entry.update(merge=spec.merge)
                 entry.update(stored="groups", axis=a, n_groups=spec.n_groups,
                              components=[part.names[spec.component_ids[i]] for i in idx])
                 groups += len(idx)
@@ -309,8 +312,9 @@ def apply_delta(
         if stored == "leaf":
             new = values
         else:
-            a, n = m["axis"], m["n_groups"]
-            split = b.reshape(b.shape[:a] + (n, b.shape[a] // n) + b.shape[a + 1:]).copy()
+            a, n, k = m["axis"], m["n_groups"], m.get("merge", 1)
+            width = math.prod(b.shape[a:a + k]) // n
+            split = b.reshape(b.shape[:a] + (n, width) + b.shape[a + k:]).copy()
             index = [slice(None)] * split.ndim
             index[a] = tensors[f"index/{p}"]
             split[tuple(index)] = values

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rgft_jax.ops import active_group_spec, group_sparse_tensordot
+from rgft_jax.ops import active_group_spec, group_sparse_dot
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -135,8 +135,7 @@ class Projection(nnx.Module):
         if spec is None:
             y = jnp.tensordot(x, self.kernel[...], axes=n_in, precision=self.precision)
         else:  # an RGFT sparse step: weight gradients for the active groups only
-            y = group_sparse_tensordot(
-                x, self.kernel[...], spec.idx, n_in, spec.axis, spec.n_groups)
+            y = group_sparse_dot(x, self.kernel[...], spec, n_in)
         if self.bias is not None:
             y = y + self.bias[...]
         return y

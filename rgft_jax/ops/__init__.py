@@ -10,6 +10,8 @@
 from rgft_jax.ops._group_sparse import GroupGrad as GroupGrad
 from rgft_jax.ops._group_sparse import active_group_spec as active_group_spec
 from rgft_jax.ops._group_sparse import group_grads as group_grads
+from rgft_jax.ops._group_sparse import group_sparse_dot as group_sparse_dot
 from rgft_jax.ops._group_sparse import group_sparse_tensordot as group_sparse_tensordot
 
-__all__ = ["GroupGrad", "active_group_spec", "group_grads", "group_sparse_tensordot"]
+__all__ = ["GroupGrad", "active_group_spec", "group_grads", "group_sparse_dot",
+           "group_sparse_tensordot"]

@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["GroupGrad", "active_group_spec", "group_grads", "group_sparse_tensordot"]
+__all__ = ["GroupGrad", "active_group_spec", "group_grads", "group_sparse_dot",
+           "group_sparse_tensordot"]
 
 
 class GroupGrad(NamedTuple):
@@ -34,6 +35,7 @@ class GroupGrad(NamedTuple):
     idx: jax.Array  # int32 [K]: active group indices (dynamic)
     axis: int  # kernel axis split into groups (static)
     n_groups: int  # G (static)
+    merge: int = 1  # kernel axes axis .. axis + merge - 1 split as one (row-major; static)
 
 
 _ACTIVE: contextvars.ContextVar[Mapping[int, GroupGrad] | None] = contextvars.ContextVar(
@@ -107,3 +109,28 @@ def _bwd(n_in, axis, n_groups, res, dy):
 
 
 group_sparse_tensordot.defvjp(_fwd, _bwd)
+
+
+def group_sparse_dot(x: jax.Array, kernel: jax.Array, spec: GroupGrad, n_in: int) -> jax.Array:
+    """:func:`group_sparse_tensordot` for a :class:`GroupGrad`, merged split axes included.
+
+    Merged axes (``spec.merge > 1``, e.g. the ``[H, Dh]`` output axes of a query kernel
+    split into per-head blocks) are read as one axis of a reshaped view of the kernel (and
+    of ``x`` when they are input axes); the result has the unmerged shape.
+    """
+    a, k = spec.axis, spec.merge
+    if k == 1:
+        return group_sparse_tensordot(x, kernel, spec.idx, n_in, a, spec.n_groups)
+    if a < n_in < a + k:
+        raise ValueError(f"group_sparse_dot: split axes {tuple(range(a, a + k))} of a kernel "
+                         f"{kernel.shape} straddle its {n_in} input axes; merged axes must be "
+                         "all input or all output axes.")
+    merged = kernel.shape[:a] + (-1,) + kernel.shape[a + k:]
+    kv = kernel.reshape(merged)
+    if a < n_in:  # merged input axes: merge x's matching trailing axes too
+        nb = x.ndim - n_in
+        xv = x.reshape(x.shape[:nb + a] + (-1,) + x.shape[nb + a + k:])
+        return group_sparse_tensordot(xv, kv, spec.idx, n_in - k + 1, a, spec.n_groups)
+    y = group_sparse_tensordot(x, kv, spec.idx, n_in, a, spec.n_groups)
+    nb = x.ndim - n_in
+    return y.reshape(y.shape[:nb] + kernel.shape[n_in:])

@@ -167,7 +167,7 @@ def _group_specs(part: comp_lib.Partition, pattern, opt_state) -> dict[str, Any]
             s = part.leaves[i]
             inactive = mask[np.asarray(s.component_ids)] <= 0
             idx = jnp.argsort(inactive, stable=True)[:k].astype(jnp.int32)
-            specs[s.path] = sparse_grad.GroupGrad(idx, s.axis, s.n_groups)
+            specs[s.path] = sparse_grad.GroupGrad(idx, s.axis, s.n_groups, s.merge)
     return specs
 
 

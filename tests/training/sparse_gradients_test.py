@@ -9,10 +9,12 @@ import optax
 from flax import nnx
 
 import rgft_jax as rgft
+from rgft_jax import dsca
 from rgft_jax.components import key_path_to_str
+from rgft_jax.training import TrainConfig, Trainer, methods
 from rgft_jax.training._step import make_train_step
 
-from .conftest import batches
+from .conftest import _RGFT_SMOKE, NUM_CLASSES, NUM_HEADS, batches, bert
 
 
 class _Captured(NamedTuple):
@@ -58,7 +60,24 @@ def _dense_gradients(trainer, batch):
 
 
 def test_sparse_step_gradients_equal_dense_gradient_slices(smoke_runs):
-    trainer = smoke_runs("rgft").trainer  # 2 steps with update_every=2: just refreshed
+    _check_sparse_step(smoke_runs("rgft").trainer)  # 2 steps, update_every=2: just refreshed
+
+
+def test_sparse_step_on_head_blocks_equals_dense_gradient_slices():
+    """DSCA blocks inside heads (merged [H, Dh] axes): group-sparse grads stay exact."""
+    rules = dsca.dsca_rules(NUM_HEADS, block_width=4, attention="block")
+    trainer = Trainer(bert(1), methods.rgft(learning_rate=1e-2, components=rules, **_RGFT_SMOKE),
+                      TrainConfig(steps=2, progress=False, log_every=1),
+                      num_heads=NUM_HEADS, num_layers=1, num_classes=NUM_CLASSES)
+    assert any(s.merge == 2 for s in trainer.partition.leaves)
+    trainer.fit(iter(batches(2)))
+    merged = _check_sparse_step(trainer)
+    assert merged, "no merged-axis leaf took group-sparse gradients"
+
+
+def _check_sparse_step(trainer) -> int:
+    """Checks one sparse step against dense gradients; returns how many group-sparse leaves
+    had merged split axes."""
     pattern, probe = trainer.next_pattern()
     assert not probe, "the step after a refresh should be a sparse step"
     assert any(t is False for t in pattern), "some leaves should be frozen"
@@ -73,14 +92,23 @@ def test_sparse_step_gradients_equal_dense_gradient_slices(smoke_runs):
 
     flat = jax.tree_util.tree_flatten_with_path(dense)[0]
     assert len(flat) == len(pattern) == len(jax.tree.leaves(sparse))
-    for ((path, d), s, t, a) in zip(flat, jax.tree.leaves(sparse), pattern, active):
+    part = trainer.partition
+    for i, ((path, d), s, t, a) in enumerate(zip(flat, jax.tree.leaves(sparse), pattern, active)):
         name, d, s, a = key_path_to_str(path), np.asarray(d), np.asarray(s), np.asarray(a)
         assert s.shape == d.shape and s.dtype == d.dtype, name
+        if not isinstance(t, bool):
+            # K rounds up to a level: the step computes the active groups, then the first
+            # inactive ones (in group order) to fill K; those get real gradients too.
+            ids = np.asarray(part.leaves[i].component_ids)
+            chosen = ids[np.argsort(mask[ids] <= 0, kind="stable")[:t]]
+            assert np.isin(ids[mask[ids] > 0], chosen).all(), name
+            on = np.isin(np.arange(len(mask)), chosen)
+            a = np.asarray(jax.tree.leaves(part.broadcast(jnp.asarray(on), fill=True))[i])
         if t is False:  # not differentiated: exact zeros
             np.testing.assert_array_equal(s, np.zeros_like(s), err_msg=name)
         elif t is True:  # differentiated densely
             np.testing.assert_allclose(s, d, rtol=0, atol=1e-5, err_msg=name)
-        else:  # an int K: the K active groups get the dense values, the others exact zeros
+        else:  # an int K: the K computed groups get the dense values, the others exact zeros
             assert 0 < t and not a.all() and a.any(), (name, t)
             np.testing.assert_allclose(s[a], d[a], rtol=0, atol=1e-5, err_msg=name)
             np.testing.assert_array_equal(s[~a], 0.0, err_msg=name)
@@ -88,3 +116,5 @@ def test_sparse_step_gradients_equal_dense_gradient_slices(smoke_runs):
             # Differentiated entries are real gradients, not zeros (so the check can fail).
             sel = d if t is True else d[a]
             assert np.abs(sel).max() > 0, name
+    return sum(1 for t, s in zip(pattern, trainer.partition.leaves)
+               if not isinstance(t, bool) and s.merge > 1)
