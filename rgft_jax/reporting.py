@@ -28,6 +28,7 @@ __all__ = [
     "paired_ttest",
     "pareto_front",
     "plot_error_map",
+    "plot_heatmaps",
     "plot_pareto",
     "plot_predicted_vs_true",
     "plot_training_curves",
@@ -644,6 +645,51 @@ def plot_predicted_vs_true(
         ax.set_title(title + (f"\n{d['note']}" if d.get("note") else ""), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def plot_heatmaps(
+    panels: Mapping[str, Mapping[str, Any]], path: str | os.PathLike, *, title: str = "",
+) -> str | None:
+    """Annotated heatmaps side by side (e.g. accuracy and stability over ``r x k``).
+
+    Args:
+      panels: title -> ``{'values': [R, C] (NaN: empty cell), 'rows': R labels,
+        'cols': C labels, 'xlabel': str, 'ylabel': str, 'fmt': e.g. '{:.3f}',
+        'cmap': a matplotlib colormap name (optional)}``.
+      path: the PNG to write.
+      title: the figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.9),
+                             constrained_layout=True)
+    for ax, (name, d) in zip(np.atleast_1d(axes), panels.items()):
+        v = np.asarray(d["values"], float)
+        im = ax.imshow(np.ma.masked_invalid(v), cmap=d.get("cmap", "viridis"), aspect="auto",
+                       origin="lower")
+        fig.colorbar(im, ax=ax, shrink=0.85)
+        ax.set_xticks(range(v.shape[1]), [str(c) for c in d["cols"]])
+        ax.set_yticks(range(v.shape[0]), [str(r) for r in d["rows"]])
+        ax.set_xlabel(d.get("xlabel", ""))
+        ax.set_ylabel(d.get("ylabel", ""))
+        ax.set_title(name, fontsize=10)
+        fmt = d.get("fmt", "{:.3f}")
+        finite = v[np.isfinite(v)]
+        mid = float(np.mean([finite.min(), finite.max()])) if finite.size else 0.0
+        for (i, j), x in np.ndenumerate(v):
+            if np.isfinite(x):
+                ax.text(j, i, fmt.format(x), ha="center", va="center", fontsize=8,
+                        color="black" if x > mid else "white")
+    if title:
+        fig.suptitle(title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return os.fspath(path)

@@ -35,7 +35,7 @@ import numpy as np
 
 from rgft_jax._src import presets
 from rgft_jax._src.components import Partition, Rule
-from rgft_jax.dsca import _graph, _kmeans, _metrics, _spectral
+from rgft_jax.dsca import _graph, _kmeans, _metrics, _spectral, _subspace
 from rgft_jax.dsca._modules import ModuleLibrary, build_library
 from rgft_jax.dsca._sketch import sketch
 
@@ -90,6 +90,11 @@ class DSCAConfig:
       sketch_seed: hash seed of :func:`~rgft_jax.dsca.sketch`.
       sketch_align: ``"role"`` or ``"leaf"`` (see :func:`~rgft_jax.dsca.sketch`).
       seed: PRNG seed (k-means++, random starts, kNN candidates).
+      kappa_rank: ``r`` of :math:`\kappa(r)` and of the gradient subspace
+        :math:`\Pi_r` (``None``: ``embed_dim``).
+      subspace_window: the last ``W`` probe gradients that estimate the gradient
+        covariance over steps :math:`\Sigma` (``> kappa_rank``).
+      subspace_dim: coordinates ``p`` each gradient is sketched to for :math:`\Sigma`.
       kappa_min: advice threshold for :math:`\kappa(r)` (MFTC: 0.95).
       stability_min: advice threshold for ARI / NMI.
       drift_max: advice threshold for the drift divided by :math:`\sqrt{2r}`.
@@ -121,6 +126,9 @@ class DSCAConfig:
     sketch_seed: int = 0
     sketch_align: Literal["role", "leaf"] = "role"
     seed: int = 0
+    kappa_rank: int | None = None
+    subspace_window: int = 32
+    subspace_dim: int = 512
     kappa_min: float = 0.95
     stability_min: float = 0.8
     drift_max: float = 0.25
@@ -143,6 +151,8 @@ class DSCAConfig:
             "kmeans_iters",
             "kmeans_restarts",
             "eigh_max_blocks",
+            "subspace_window",
+            "subspace_dim",
         ):
             v = getattr(self, name)
             if not _is_int(v) or v < 1:
@@ -191,6 +201,10 @@ class DSCAConfig:
         ):
             bad("max_module_size",
                 f"'auto', None or an int >= min_module_size={self.min_module_size}")
+        if self.kappa_rank is not None and (not _is_int(self.kappa_rank) or self.kappa_rank < 1):
+            bad("kappa_rank", "None or an int >= 1")
+        if _is_int(self.subspace_window) and self.rank >= self.subspace_window:
+            bad("subspace_window", f"an int > kappa_rank (r = {self.rank})")
         for name in ("sketch_seed", "seed"):
             if not _is_int(getattr(self, name)):
                 bad(name, "an int")
@@ -209,6 +223,11 @@ class DSCAConfig:
         if self.graph == "auto":
             return "dense" if self.num_blocks <= DENSE_MAX_BLOCKS else "sparse"
         return self.graph
+
+    @property
+    def rank(self) -> int:
+        r"""``r`` of :math:`\kappa(r)` and :math:`\Pi_r` (``kappa_rank`` or ``embed_dim``)."""
+        return self.kappa_rank if self.kappa_rank is not None else self.embed_dim
 
     @property
     def num_neighbors(self) -> int:
@@ -242,7 +261,8 @@ class DSCAState(NamedTuple):
     eigvals: jax.Array  # float32 [r]: top eigenvalues of D^-1/2 W D^-1/2
     labels: jax.Array  # int32 [m]: module of every block
     centroids: jax.Array  # float32 [k, r]: k-means centroids (row-normalised embedding)
-    sketch_cov: jax.Array  # float32 [s, s]: EMA of X^T X / m (for kappa)
+    grad_window: jax.Array  # float32 [W, p]: the last W probe gradients, sketched (Sigma)
+    grad_basis: jax.Array  # float32 [p, r]: Pi_r of the last update (zeros before the first)
 
 
 def _check_config(config) -> DSCAConfig:
@@ -268,7 +288,7 @@ def dsca_init(partition_or_m: Partition | int, *, config: DSCAConfig) -> DSCASta
             f"dsca_init: partition_or_m gives m={m!r} blocks but config.num_blocks="
             f"{cfg.num_blocks}; build the config with DSCAConfig.for_partition(partition)."
         )
-    k, r, s = cfg.num_modules, cfg.embed_dim, cfg.sketch_dim
+    k, r = cfg.num_modules, cfg.embed_dim
     key = jax.random.PRNGKey(cfg.seed)
     if cfg.graph_kind == "dense":
         graph_w = jnp.zeros((m, m), jnp.float32)
@@ -288,7 +308,8 @@ def dsca_init(partition_or_m: Partition | int, *, config: DSCAConfig) -> DSCASta
         eigvals=jnp.zeros((r,), jnp.float32),
         labels=jnp.zeros((m,), jnp.int32),
         centroids=jnp.zeros((k, r), jnp.float32),
-        sketch_cov=jnp.zeros((s, s), jnp.float32),
+        grad_window=jnp.zeros((cfg.subspace_window, cfg.subspace_dim), jnp.float32),
+        grad_basis=jnp.zeros((cfg.subspace_dim, cfg.rank), jnp.float32),
     )
 
 
@@ -360,6 +381,7 @@ def dsca_update(
     *,
     config: DSCAConfig,
     block_sizes: jax.Array | np.ndarray | None = None,
+    update_sketches: jax.Array | None = None,
 ) -> tuple[DSCAState, ModuleLibrary]:
     r"""One DSCA update from block sketches (jittable; ``config`` is static).
 
@@ -371,6 +393,9 @@ def dsca_update(
       config: the :class:`DSCAConfig` (static under ``jit``).
       block_sizes: optional ``[m]`` parameter entries per block (``partition.sizes``);
         ``None`` counts every block as one entry.
+      update_sketches: optional ``float[m, s]`` sketches (same seed) of the parameter update
+        :math:`\Delta\theta` of this step, for the update-approximation error
+        :math:`\|\Delta\theta - \Pi_r \Delta\theta\| / \|\Delta\theta\|` (NaN without).
 
     Returns:
       ``(new_state, library)``.
@@ -387,6 +412,9 @@ def dsca_update(
         )
     if sq_norms is not None and tuple(sq_norms.shape) != (m,):
         raise ValueError(f"dsca_update: sq_norms must have shape ({m},), got {sq_norms.shape}.")
+    if update_sketches is not None and tuple(update_sketches.shape) != (m, s):
+        raise ValueError(f"dsca_update: update_sketches must have shape {(m, s)}, got "
+                         f"{tuple(update_sketches.shape)}.")
     if block_sizes is not None and tuple(np.shape(block_sizes)) != (m,):
         raise ValueError(
             f"dsca_update: block_sizes must have shape ({m},), got {np.shape(block_sizes)}."
@@ -395,11 +423,16 @@ def dsca_update(
     first = state.count == 0
     recompute = (state.count % cfg.recompute_every) == 0
     alpha = jnp.where(first, 0.0, jnp.float32(cfg.alpha))
-    key, k_graph, k_eig, k_km = jax.random.split(state.key, 4)
+    key, k_graph, k_eig, k_km, k_lap = jax.random.split(state.key, 5)
 
     # 1. graph
     graph, graph_w, graph_idx = _update_graph(cfg, state, x, alpha, recompute, k_graph)
-    an, _ = _graph.normalized_adjacency(graph, cfg.degree_floor)
+    an, deg = _graph.normalized_adjacency(graph, cfg.degree_floor)
+    prev_graph = (state.graph_w if cfg.graph_kind == "dense"
+                  else _graph.knn_to_bcoo(state.graph_idx, state.graph_w))
+    an_prev, _ = _graph.normalized_adjacency(prev_graph, cfg.degree_floor)
+    # Equation 4: ||L_sym(t) - L_sym(t-1)||_2 = ||A_n(t) - A_n(t-1)||_2.
+    lap_change = jnp.where(first, jnp.nan, _subspace.norm_of_difference(an, an_prev, k_lap, m))
 
     # 2. embedding
     theta, u, iters = _embed(cfg, an, state.embedding, recompute, k_eig)
@@ -425,18 +458,35 @@ def dsca_update(
         lambda a, b: jnp.where(first, a, b), (labels, cents), matched
     )
     inertia = jnp.sum(jnp.sum((y - cents[labels]) ** 2, axis=1))
+    # Equation 5 and the per-module stability (labels are matched to the previous ones).
+    y_prev = _spectral.row_normalize(state.embedding)
+    row_move = jnp.where(first, jnp.nan, _subspace.row_movement(y, y_prev))
+    cent_move = jnp.where(first, jnp.nan, _subspace.centroid_movement(cents, state.centroids))
+    stability = jnp.where(first, jnp.nan, _subspace.module_stability(state.labels, labels, k))
 
     # 4. diagnostics
     ari = _metrics.adjusted_rand_index(state.labels, labels, num_true=k, num_pred=k)
     nmi = _metrics.normalized_mutual_info(state.labels, labels, num_true=k, num_pred=k)
     ari = jnp.where(first, jnp.nan, ari)
     nmi = jnp.where(first, jnp.nan, nmi)
-    cov = (
-        alpha * state.sketch_cov
-        + (1.0 - alpha) * jnp.matmul(x.T, x, precision=jax.lax.Precision.HIGHEST) / m
-    )
-    ev = jnp.linalg.eigvalsh(cov)[::-1]
-    kappa = jnp.sum(ev[: min(r, s)]) / jnp.maximum(jnp.sum(ev), 1e-30)
+    # The gradient covariance over steps (a window of sketched probe gradients).
+    rg = cfg.rank
+    g = _subspace.flatten(x, state.sketch_seed, cfg.subspace_dim)
+    had_basis = state.count >= 1
+    grad_residual = jnp.where(had_basis, _subspace.residual(g, state.grad_basis), jnp.nan)
+    if update_sketches is None:
+        update_residual = jnp.asarray(jnp.nan, jnp.float32)
+    else:
+        dv = _subspace.flatten(update_sketches, state.sketch_seed, cfg.subspace_dim)
+        update_residual = jnp.where(had_basis, _subspace.residual(dv, state.grad_basis), jnp.nan)
+    window = _subspace.push(state.grad_window, state.count, g)
+    filled = jnp.minimum(state.count + 1, cfg.subspace_window)
+    ev, evec = _subspace.spectrum(window)
+    kappa = _subspace.kappa(ev, rg, filled)
+    grad_basis = _subspace.basis(window, ev, evec, rg)
+    # Both bases have full rank once the previous window held more than r gradients.
+    grad_drift = jnp.where(state.count > rg, _subspace.sin_theta(grad_basis, state.grad_basis),
+                           jnp.nan)
     if block_sizes is None:
         block_sizes = jnp.ones((m,), jnp.float32)
     energy = jnp.sum(x * x, axis=1) if sq_norms is None else sq_norms
@@ -454,6 +504,14 @@ def dsca_update(
         recomputed=recompute,
         inertia=inertia,
         step=state.count,
+        grad_drift=grad_drift,
+        grad_residual=grad_residual,
+        update_residual=update_residual,
+        module_stability=stability,
+        laplacian_change=lap_change,
+        degree_min=jnp.min(deg),
+        row_drift=row_move,
+        centroid_drift=cent_move,
     )
     new_state = DSCAState(
         count=state.count + 1,
@@ -465,13 +523,15 @@ def dsca_update(
         eigvals=theta,
         labels=labels,
         centroids=cents,
-        sketch_cov=cov,
+        grad_window=window,
+        grad_basis=grad_basis,
     )
     return new_state, library
 
 
 def dsca_step(
-    state: DSCAState, partition: Partition, grads: PyTree, config: DSCAConfig
+    state: DSCAState, partition: Partition, grads: PyTree, config: DSCAConfig,
+    updates: PyTree | None = None,
 ) -> tuple[DSCAState, ModuleLibrary]:
     """Sketch ``grads`` and run :func:`dsca_update` (one jittable call for probe steps).
 
@@ -483,6 +543,8 @@ def dsca_step(
       partition: the block partition (``config.num_blocks == partition.num_components``).
       grads: the full gradient tree (a probe step's gradient).
       config: the :class:`DSCAConfig`.
+      updates: optional parameter updates of the step (same structure), for the
+        update-approximation error.
 
     Returns:
       ``(new_state, library)``; the library's energies are exact squared block norms.
@@ -494,12 +556,15 @@ def dsca_step(
             f"config.num_blocks={cfg.num_blocks}."
         )
     x = sketch(partition, grads, dim=cfg.sketch_dim, seed=state.sketch_seed, align=cfg.sketch_align)
+    dx = None if updates is None else sketch(partition, updates, dim=cfg.sketch_dim,
+                                             seed=state.sketch_seed, align=cfg.sketch_align)
     return dsca_update(
         state,
         x,
         partition.sq_norms(grads),
         config=cfg,
         block_sizes=partition.sizes.astype(np.float32),
+        update_sketches=dx,
     )
 
 

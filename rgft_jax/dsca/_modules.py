@@ -39,13 +39,27 @@ class ModuleLibrary(NamedTuple):
     mean_energy: jax.Array  # float32 [k]: energy per parameter entry (0 for empty modules)
     ari: jax.Array  # float32 []: adjusted Rand index vs the previous labels (NaN at step 0)
     nmi: jax.Array  # float32 []: normalised mutual information vs the previous labels
-    kappa: jax.Array  # float32 []: principal energy ratio kappa(r) of the sketch covariance
+    # kappa(r): top-r energy share of the gradient covariance over the last W probe steps
+    # (NaN until the window holds more than r gradients).
+    kappa: jax.Array  # float32 []
     eigvals: jax.Array  # float32 [r]: top eigenvalues of D^-1/2 W D^-1/2 (1 - Laplacian's)
-    drift: jax.Array  # float32 []: ||Pi_r(t) - Pi_r(t-1)||_F of the embedding (NaN at step 0)
+    drift: jax.Array  # float32 []: ||P(t) - P(t-1)||_F of the spectral embedding (NaN at 0)
     lobpcg_iters: jax.Array  # int32 []: LOBPCG iterations of this update (0 for eigh)
     recomputed: jax.Array  # bool []: this update recomputed the embedding from scratch
     inertia: jax.Array  # float32 []: k-means inertia on the row-normalised embedding
     step: jax.Array  # int32 []: index of this update (0 for the first)
+    # ||sin Theta(Pi_r(t), Pi_r(t-1))||_2 of the gradient subspace (NaN until both full rank).
+    grad_drift: jax.Array = jnp.nan  # float32 []
+    # ||g - Pi_r g|| / ||g|| of this gradient against the previous Pi_r (out of sample).
+    grad_residual: jax.Array = jnp.nan  # float32 []
+    # ||dtheta - Pi_r dtheta|| / ||dtheta|| of this step's update (NaN when not given).
+    update_residual: jax.Array = jnp.nan  # float32 []
+    # Jaccard overlap of each module's blocks with its blocks at the previous update.
+    module_stability: jax.Array = jnp.nan  # float32 [k]
+    laplacian_change: jax.Array = jnp.nan  # float32 []: ||L_sym(t) - L_sym(t-1)||_2 (eq. 4)
+    degree_min: jax.Array = jnp.nan  # float32 []: d_min of W(t) (floored)
+    row_drift: jax.Array = jnp.nan  # float32 []: eps_u = max_j ||y_j(t) - y_j(t-1)||
+    centroid_drift: jax.Array = jnp.nan  # float32 [k]: ||m_j(t) - m_j(t-1)|| (eq. 5)
 
 
 def module_mask(labels: Any, modules: Sequence[int] | jax.Array) -> jax.Array:
@@ -93,6 +107,7 @@ def build_library(
     recomputed: jax.Array,
     inertia: jax.Array,
     step: jax.Array,
+    **diagnostics: jax.Array,
 ) -> ModuleLibrary:
     """Assembles a :class:`ModuleLibrary` from labels and per-block sizes / energies."""
     members = labels[None, :] == jnp.arange(k, dtype=labels.dtype)[:, None]
@@ -118,6 +133,7 @@ def build_library(
         recomputed=recomputed,
         inertia=inertia,
         step=step,
+        **diagnostics,
     )
 
 
@@ -136,8 +152,10 @@ _ADVICE_STABILITY = (
 def diagnose(library: ModuleLibrary, config: Any) -> tuple[str, ...]:
     """Host-side advice when a diagnostic is out of its range (MFTC appendix D.3).
 
-    Checks ``kappa >= config.kappa_min``, ``ari, nmi >= config.stability_min`` and
-    ``drift / sqrt(2 r) <= config.drift_max``; NaN values (first update) are skipped.
+    Checks ``kappa >= config.kappa_min``, ``ari, nmi`` and every module's
+    ``module_stability >= config.stability_min``, ``drift / sqrt(2 r)`` (the embedding's)
+    and ``grad_drift`` (the gradient subspace's sin-theta) ``<= config.drift_max``; NaN
+    values (first updates) are skipped.
 
     Args:
       library: a :class:`ModuleLibrary` (concrete arrays).
@@ -150,20 +168,35 @@ def diagnose(library: ModuleLibrary, config: Any) -> tuple[str, ...]:
     kappa = float(library.kappa)
     if np.isfinite(kappa) and kappa < config.kappa_min:
         out.append(
-            _ADVICE_KAPPA.format(kappa=kappa, kappa_min=config.kappa_min, r=config.embed_dim)
+            _ADVICE_KAPPA.format(kappa=kappa, kappa_min=config.kappa_min, r=config.rank)
         )
+    bad = _instability(library, config)
+    if bad:
+        out.append(_ADVICE_STABILITY.format(what="; ".join(bad), alpha=config.alpha))
+    return tuple(out)
+
+
+def _instability(library: ModuleLibrary, config: Any) -> list[str]:
+    """What is out of range among the stability diagnostics (empty: nothing)."""
     bad = []
     for name in ("ari", "nmi"):
         v = float(getattr(library, name))
         if np.isfinite(v) and v < config.stability_min:
             bad.append(f"{name.upper()}={v:.3f} < {config.stability_min}")
+    stab = np.asarray(library.module_stability, np.float64).reshape(-1)
+    low = [(j, v) for j, v in enumerate(stab)
+           if np.isfinite(v) and v < config.stability_min and bool(np.asarray(library.valid)[j])]
+    if low:
+        bad.append("module stability below " f"{config.stability_min}: " + ", ".join(
+            f"module {j} {v:.2f}" for j, v in low))
     drift = float(library.drift)
     rel = drift / math.sqrt(2 * config.embed_dim)
     if np.isfinite(rel) and rel > config.drift_max:
         bad.append(f"subspace drift {drift:.3f} = {rel:.3f}*sqrt(2r) > {config.drift_max}*sqrt(2r)")
-    if bad:
-        out.append(_ADVICE_STABILITY.format(what="; ".join(bad), alpha=config.alpha))
-    return tuple(out)
+    gd = float(library.grad_drift)
+    if np.isfinite(gd) and gd > config.drift_max:
+        bad.append(f"gradient-subspace drift sin-theta {gd:.3f} > {config.drift_max}")
+    return bad
 
 
 class Adjustment(NamedTuple):
@@ -212,14 +245,19 @@ def adjust(library: ModuleLibrary, config: Any, *, max_embed_dim: int = 64,
         if r > config.embed_dim:
             changes["embed_dim"] = r
             actions.append(f"embed_dim {config.embed_dim} -> {r}")
+            if config.kappa_rank is not None:
+                rk = min(2 * config.kappa_rank, r)
+                changes["kappa_rank"] = rk
+                actions.append(f"kappa_rank {config.kappa_rank} -> {rk}")
+            rank = changes.get("kappa_rank", r if config.kappa_rank is None else config.kappa_rank)
+            if rank >= config.subspace_window:
+                changes["subspace_window"] = 2 * rank
+                actions.append(f"subspace_window {config.subspace_window} -> {2 * rank}")
         else:
             fallback = True
-            actions.append(f"kappa {kappa:.3f} < {config.kappa_min} at r={config.embed_dim}: "
+            actions.append(f"kappa {kappa:.3f} < {config.kappa_min} at r={config.rank}: "
                            "fall back to LoRA")
-    unstable = any(np.isfinite(v := float(getattr(library, n))) and v < config.stability_min
-                   for n in ("ari", "nmi"))
-    rel = float(library.drift) / math.sqrt(2 * config.embed_dim)
-    if unstable or (np.isfinite(rel) and rel > config.drift_max):
+    if _instability(library, config):
         alpha = min(max_alpha, round(config.alpha + alpha_step, 6))
         if alpha > config.alpha:
             changes["alpha"] = alpha

@@ -312,7 +312,8 @@ def make_train_step(
         if dsca is not None and observe:  # probe step: the full gradient is here
             from rgft_jax import dsca as dsca_lib
 
-            dsca_state, library = dsca_lib.dsca_step(state.dsca, dsca[1], grads, dsca[0])
+            dsca_state, library = dsca_lib.dsca_step(state.dsca, dsca[1], grads, dsca[0],
+                                                     updates=updates)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
         opt_state = keep(opt_state, state.opt_state)
         if dsca_state is not None:

@@ -218,14 +218,17 @@ def test_module_mask_inputs():
 
 def test_diagnose_gives_the_seed_advice_when_out_of_range():
     truth = np.repeat(np.arange(3), 30)
-    cfg = dsca.DSCAConfig(num_blocks=90, num_modules=3, embed_dim=3, sketch_dim=16)
+    cfg = dsca.DSCAConfig(num_blocks=90, num_modules=3, embed_dim=3, sketch_dim=16,
+                          kappa_rank=1, subspace_window=4)
     _, libs = _run(cfg, [planted_sketches(truth, 16, 0.1, seed=t) for t in range(2)])
-    assert dsca.diagnose(libs[0], cfg) == ()  # kappa high, no previous labels yet
+    assert dsca.diagnose(libs[0], cfg) == ()  # one gradient: no kappa, no previous labels
     strict = dsca.DSCAConfig(
         num_blocks=90,
         num_modules=3,
         embed_dim=3,
         sketch_dim=16,
+        kappa_rank=1,
+        subspace_window=4,
         kappa_min=1.01,
         stability_min=1.01,
         drift_max=-1.0,

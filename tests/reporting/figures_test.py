@@ -48,3 +48,32 @@ def test_pareto_figure(tmp_path):
     img = mpimg.imread(out)
     assert img.shape[0] > 600 and np.std(img) > 0
     assert reporting.plot_pareto([], tmp_path / "q.png") is None
+
+
+def test_heatmaps_draw_every_finite_cell_and_leave_nan_cells_empty(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    texts = []
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *a, **k):
+        texts.extend(t.get_text() for ax in fig.axes for t in ax.texts)
+        return real_savefig(fig, *a, **k)
+
+    plt.Figure.savefig = spy
+    try:
+        vals = [[0.71, 0.74, np.nan], [0.69, 0.72, 0.75]]
+        out = reporting.plot_heatmaps(
+            {"accuracy": dict(values=vals, rows=[4, 8], cols=[4, 8, 12], fmt="{:.2f}"),
+             "stability": dict(values=[[1.0, 0.9, 0.8], [0.95, 0.85, 0.7]], rows=[4, 8],
+                               cols=[4, 8, 12], cmap="magma")},
+            tmp_path / "h.png", title="r x k")
+    finally:
+        plt.Figure.savefig = real_savefig
+    img = mpimg.imread(out)
+    assert img.shape[1] > 800 and np.std(img) > 0
+    assert "0.75" in texts and "nan" not in texts and len(texts) == 5 + 6
+    assert reporting.plot_heatmaps({}, tmp_path / "e.png") is None
