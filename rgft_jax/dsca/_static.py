@@ -169,7 +169,7 @@ def _cluster(
         k_x, k_p = jax.random.split(k_start)
         x0 = jax.random.normal(k_x, (m, b), jnp.float32)
         _, u, _ = _spectral.top_block_krylov(
-            mv, x0, r, k_p, max_blocks=q, max_products=max_iters, tol=tol
+            mv, x0, r, k_p, max_blocks=q, max_products=max_iters, tol=tol, converge=min(r, k)
         )
     y = _spectral.row_normalize(u)
     return _kmeans.kmeans(k_km, y, k, n_init=n_init, max_iters=kmeans_iters, tol=1e-4).labels
@@ -197,7 +197,9 @@ def spectral_clustering(
     :math:`D^{-1/2} W D^{-1/2}`, row-normalised, then best-of-``n_init`` k-means. The
     eigenvectors come from a block Krylov space (``solver="krylov"``, the default: block
     size ``n_components + oversample``, grown one product with the graph at a time until the
-    top ``n_components`` Ritz pairs have residual ``<= residual_tol``; see
+    top ``min(n_components, n_clusters)`` Ritz pairs have residual ``<= residual_tol`` (any
+    further components are the next Ritz vectors, not converged: they lie in the spectrum's
+    bulk, where convergence is slow and there is no cluster structure); see
     :func:`rgft_jax.dsca._spectral.top_block_krylov`), or from LOBPCG after a short
     randomized subspace iteration (``solver="lobpcg"``, the solver before 2026-11-30); tiny
     graphs (``5 n_components >= m``, or too small for a Krylov space of 2 blocks) use
