@@ -472,7 +472,7 @@ def dsca_update(
     # The gradient covariance over steps (a window of sketched probe gradients).
     rg = cfg.rank
     g = _subspace.flatten(x, state.sketch_seed, cfg.subspace_dim)
-    had_basis = state.count >= 1
+    had_basis = jnp.any(state.grad_basis != 0)
     grad_residual = jnp.where(had_basis, _subspace.residual(g, state.grad_basis), jnp.nan)
     if update_sketches is None:
         update_residual = jnp.asarray(jnp.nan, jnp.float32)
@@ -480,12 +480,14 @@ def dsca_update(
         dv = _subspace.flatten(update_sketches, state.sketch_seed, cfg.subspace_dim)
         update_residual = jnp.where(had_basis, _subspace.residual(dv, state.grad_basis), jnp.nan)
     window = _subspace.push(state.grad_window, state.count, g)
-    filled = jnp.minimum(state.count + 1, cfg.subspace_window)
+    filled = jnp.sum(jnp.any(window != 0, axis=1))  # gradients held (a kept window counts)
     ev, evec = _subspace.spectrum(window)
     kappa = _subspace.kappa(ev, rg, filled)
     grad_basis = _subspace.basis(window, ev, evec, rg)
-    # Both bases have full rank once the previous window held more than r gradients.
-    grad_drift = jnp.where(state.count > rg, _subspace.sin_theta(grad_basis, state.grad_basis),
+    # Defined once the previous window held more than r gradients (Pi_r then spans r of
+    # the window's directions, not all of them).
+    prev_filled = jnp.sum(jnp.any(state.grad_window != 0, axis=1))
+    grad_drift = jnp.where(prev_filled > rg, _subspace.sin_theta(grad_basis, state.grad_basis),
                            jnp.nan)
     if block_sizes is None:
         block_sizes = jnp.ones((m,), jnp.float32)

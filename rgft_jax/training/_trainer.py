@@ -540,10 +540,19 @@ class Trainer:
         self.dsca_fallback = self.dsca_fallback or adj.fallback
         if adj.config is self.dsca_config:
             return
-        if adj.config.embed_dim != self.dsca_config.embed_dim:
-            self.state = self.state._replace(
-                dsca=dsca_lib.dsca_init(self.dsca_partition, config=adj.config))
-        self.dsca_config = adj.config
+        old, new = self.dsca_config, adj.config
+        if any(getattr(new, f) != getattr(old, f)
+               for f in ("embed_dim", "kappa_rank", "subspace_window")):
+            fresh = dsca_lib.dsca_init(self.dsca_partition, config=new)
+            # The gradient window (kappa(r)'s history) does not depend on r: keep its newest
+            # rows, so a raised r is judged on the same steps, not after a new warm-up.
+            kept = self.state.dsca.grad_window
+            n = min(kept.shape[0], new.subspace_window)
+            order = (int(self.state.dsca.count) - 1 - np.arange(n)) % kept.shape[0]
+            # Oldest first: the fresh state's ring (count 0) overwrites the oldest row next.
+            fresh = fresh._replace(grad_window=fresh.grad_window.at[:n].set(kept[order[::-1]]))
+            self.state = self.state._replace(dsca=fresh)
+        self.dsca_config = new
 
     def train_step(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Runs one step on a host batch, waits for it; returns its metrics (host floats).
