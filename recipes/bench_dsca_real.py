@@ -99,7 +99,9 @@ def main(argv=None) -> dict:
     it = data.TrainIterator(train_src, batch_size=32, seed=0, batch_fn=batcher)
     sketches, sq, deltas = [], [], []
     t0 = time.time()
-    last = trainer.state.params
+    # A copy: the train step donates the state's buffers.
+    snapshot = jax.jit(lambda p: jax.tree.map(jax.numpy.copy, p))
+    last = snapshot(trainer.state.params)
     for step in range(a.steps):
         if step % a.probe_every == 0:
             s, n = jax.device_get(probe_sketch(trainer.state.params))
@@ -107,7 +109,7 @@ def main(argv=None) -> dict:
             sq.append(n)
             # The update of the interval ending here (zeros at the first probe).
             deltas.append(jax.device_get(delta_sketch(trainer.state.params, last)))
-            last = trainer.state.params
+            last = snapshot(trainer.state.params)
         trainer.train_step(next(it))
     full_eval = trainer.evaluate(eval_set)
     print(f"trajectory: {a.steps} steps, {len(sketches)} probes, {time.time() - t0:.0f}s; "

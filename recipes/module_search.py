@@ -420,6 +420,15 @@ def run(cfg: SearchConfig) -> dict:
             "step_time_s": float(np.mean([r["step_time_s"] for r in rs])),
             "update_ratio": float(np.mean([r["update_ratio"] for r in rs])),
             "seeds": len(rs)})
+    # Paired t-tests over the seeds (paired by seed: same data order and head init).
+    by = {label: {r["seed"]: r["accuracy"] for r in table if r["label"] == label}
+          for label in ("full", "chosen", "energy")}
+    for row, label in zip(summary_rows, [x for x in ("full", "chosen", "energy") if by[x]]):
+        for ref, key in (("full", "p_vs_full"), ("energy", "p_vs_energy")):
+            common = sorted(set(by[label]) & set(by[ref]))
+            if label != ref and len(common) >= 2:
+                row[key] = reporting.paired_ttest([by[label][k] for k in common],
+                                                  [by[ref][k] for k in common])[1]
     result = {
         "config": dataclasses.asdict(cfg), "nodes": [nd.name for nd in nodes],
         "base": {"accuracy": base_acc, "loss": base_loss},
@@ -487,7 +496,8 @@ def _markdown(res: dict) -> str:
         ("gflops_per_step", "GFLOPs/step", "{:.1f}"), ("gflops_ratio", "GFLOPs / full",
                                                         "{:.2f}"),
         ("step_time_s", "step time (s)", "{:.3f}"), ("update_ratio", "update ratio", "{:.3f}"),
-        ("seeds", "seeds", "{}"))), ""]
+        ("p_vs_full", "p vs full (paired t)", "{:.3g}"),
+        ("p_vs_energy", "p vs energy (paired t)", "{:.3g}"), ("seeds", "seeds", "{}"))), ""]
     return "\n".join(lines)
 
 
