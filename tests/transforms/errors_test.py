@@ -125,6 +125,7 @@ def test_callable_threshold_with_wrong_shape():
 def test_uncalled_preset_and_non_int_axis():
     with pytest.raises(TypeError, match=r"partition=bert: a preset must be called"):
         rgft.residual_mask(rgft.components.bert)
-    with pytest.raises(ValueError, match=r"axis must be an int, got 1.5"):
+    with pytest.raises(ValueError,
+                       match=r"axis must be an int or a tuple of consecutive ints, got 1.5"):
         Rule("a", axis=1.5, groups=2)
     assert Rule("a", axis=np.int64(1), groups=np.int64(2)).groups == 2
