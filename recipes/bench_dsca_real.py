@@ -5,7 +5,7 @@
 1. Fine-tunes MiniLM-L6 (full fine-tuning, the demo's data and settings) and, every
    ``--probe-every`` steps, sketches the full gradient of a fixed probe batch per block
    and the parameter change since the previous probe (the update the seed's
-   :math:`\|\Delta\theta - \Pi_r\Delta\theta\|` is about). Blocks: heads and 32-neuron groups
+   ||dtheta - Pi_r dtheta|| is about). Blocks: heads and 32-neuron groups
    (``--block-width 0``) or DSCA's ``d_b``-wide blocks inside every head
    (``--block-width 16``).
 2. Replays that sequence through the dynamic algorithm for every ``r x k``
