@@ -404,7 +404,7 @@ def dsca_update(
       ValueError: when ``sketches`` / ``sq_norms`` / ``block_sizes`` have the wrong shape.
     """
     cfg = _check_config(config)
-    m, k, r, s = cfg.num_blocks, cfg.num_modules, cfg.embed_dim, cfg.sketch_dim
+    m, k, s = cfg.num_blocks, cfg.num_modules, cfg.sketch_dim
     if tuple(sketches.shape) != (m, s):
         raise ValueError(
             f"dsca_update: sketches must have shape (num_blocks, sketch_dim) = {(m, s)}, got "
