@@ -208,3 +208,22 @@ def test_group_sparse_dot_on_merged_axes_equals_dense_slices(ks, n_in, axis, mer
 def test_bad_merged_axis_rules_fail_at_construction(bad, match):
     with pytest.raises(ValueError, match=match):
         Rule("q", **bad)
+
+
+def test_fused_gpt2_qkv_blocks_stay_inside_heads_and_keep_q_k_v_together():
+    tree = {"h": {"0": {"attn": {"c_attn": {"kernel": np.zeros((D, 3, HEADS, DH)),
+                                            "bias": np.zeros((3, HEADS, DH))},
+                                 "c_proj": {"kernel": np.zeros((HEADS, DH, D))}}}}}
+    part = Partition.build(tree, dsca.dsca_rules(HEADS, block_width=4, attention="block"))
+    ids = _leaves(part.broadcast(jnp.arange(part.num_components), fill=-1))
+    k = np.asarray(ids["h/0/attn/c_attn/kernel"])  # [D, 3, H, Dh]
+    assert len(np.unique(k)) == HEADS * DH // 4
+    for c in np.unique(k):
+        where = np.nonzero(k == c)
+        assert len(np.unique(where[2])) == 1  # one head
+        assert set(np.unique(where[1])) == {0, 1, 2}  # its q, k and v slices together
+        assert len(np.unique(where[3])) == 4
+    b = np.asarray(ids["h/0/attn/c_attn/bias"])
+    np.testing.assert_array_equal(b, k[0])  # the bias's blocks are the kernel's
+    o = np.asarray(ids["h/0/attn/c_proj/kernel"])  # [H, Dh, D]: its own o_block kind
+    assert len(np.unique(o)) == HEADS * DH // 4 and not set(np.unique(o)) & set(np.unique(k))
