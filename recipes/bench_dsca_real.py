@@ -79,9 +79,10 @@ def main(argv=None) -> dict:
                       TrainConfig(steps=a.steps, progress=False), num_heads=12, num_layers=6,
                       num_classes=len(names))
     params0 = trainer.state.params
-    rules = (methods.rgft().rules(12, params0) if a.block_width == 0 else
-             dsca.dsca_rules(12, block_width=a.block_width, attention="block"))
-    part = Partition.build(params0, rules)
+    # The components of the module runs too (the task head excluded: always trained).
+    components = ("heads" if a.block_width == 0 else
+                  dsca.dsca_rules(12, block_width=a.block_width, attention="block"))
+    part = Partition.build(params0, methods.rgft(components=components).rules(12, params0))
     sketch_dim = 64
     delta_sketch = jax.jit(lambda p, q: dsca.sketch(
         part, jax.tree.map(lambda x, y: x - y, p, q), dim=sketch_dim, seed=0))
@@ -182,7 +183,8 @@ def main(argv=None) -> dict:
                 used += float(lib.num_params[j])
         mask = np.asarray(dsca.module_mask(lib, chosen))
         model = bert.from_pretrained(model_dir, num_labels=len(names), seed=0)
-        tr = Trainer(model, methods.modules(mask, learning_rate=cfg.learning_rate),
+        tr = Trainer(model, methods.modules(mask, learning_rate=cfg.learning_rate,
+                                            components=components),
                      TrainConfig(steps=a.train_steps, progress=False), num_heads=12,
                      num_layers=6, num_classes=len(names))
         tr.fit(data.TrainIterator(train_src, batch_size=32, seed=0, batch_fn=batcher))
@@ -202,8 +204,8 @@ def main(argv=None) -> dict:
     stab = {(row["r"], row["k"]): row for row in rows}
     axes = dict(rows=ranks, cols=mods, xlabel="modules k", ylabel="embedding rank r")
     figure = reporting.plot_heatmaps({
-        f"accuracy, top-energy modules <= {a.module_budget:g} of params "
-        f"(full FT {full_eval['accuracy']:.3f})": dict(
+        f"accuracy, top-energy modules <= {a.module_budget:g} of params, {a.train_steps} "
+        f"steps\n(full FT {full_eval['accuracy']:.3f} at {a.steps} steps)": dict(
             values=grid(lambda r, k: by_rk.get((r, k), {}).get("accuracy", np.nan)), **axes),
         "module stability (Jaccard, late updates)": dict(
             values=grid(lambda r, k: stab[(r, k)]["module_stability"]), cmap="magma", **axes),
