@@ -139,8 +139,11 @@ def main(argv=None) -> dict:
             half = len(libs) // 2  # once the library has settled
 
             def late(name, libs=libs, half=half):
-                return float(np.nanmean([np.nanmean(np.asarray(getattr(x, name), float))
-                                         for x in libs[half:]]))
+                # Mean of the finite values of the late updates (NaN: none is defined yet).
+                v = np.concatenate([np.asarray(getattr(x, name), float).reshape(-1)
+                                    for x in libs[half:]])
+                v = v[np.isfinite(v)]
+                return float(v.mean()) if v.size else float("nan")
 
             rows.append({"r": r, "k": k, "ari": late("ari"), "nmi": late("nmi"),
                          "module_stability": late("module_stability"),
