@@ -199,14 +199,6 @@ class LeafSpec(NamedTuple):
         return math.prod(self.shape[self.axis:self.axis + self.merge])
 
     @property
-    def view(self) -> tuple[int, ...]:
-        """The leaf's shape with the merged split axes as one (its shape when merge == 1)."""
-        if self.axis is None:
-            return self.shape
-        a = self.axis
-        return self.shape[:a] + (self.axis_size,) + self.shape[a + self.merge:]
-
-    @property
     def split_shape(self) -> tuple[int, ...]:
         """The split view: the split axis as ``(n_groups, width)``."""
         if self.axis is None:
