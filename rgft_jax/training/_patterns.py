@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, MutableMapping
+from collections.abc import Collection, MutableMapping, Sequence
 from typing import Any
 
 import jax
@@ -108,6 +108,22 @@ def mask_may_change(method: Any, count: int) -> bool:
     return False
 
 
+def _within(base: Sequence[Any], sparse: Sequence[Any]) -> Pattern:
+    return tuple(b if a else False for a, b in zip(base, sparse))
+
+
+def update_pattern(partition: comp_lib.Partition, mask: Any,
+                   base_pattern: tuple[bool, ...]) -> Pattern:
+    """The leaves a hard ``mask`` lets an update reach (``False``: the update is zero).
+
+    A probe step differentiates every leaf of ``base_pattern``, but under a hard mask
+    (``gamma = 0``: :func:`rgft_jax.residual_guided` zeroes masked components' updates,
+    weight decay included) only the leaves holding an active component change. The
+    activation cache invalidates by this pattern, not the probe's.
+    """
+    return _within(base_pattern, sparse_pattern(partition, np.asarray(mask)))
+
+
 def next_pattern(
     error_map: Any,
     method: Any,
@@ -153,7 +169,7 @@ def next_pattern(
     if group_leaves is not None:
         sparse = tuple(True if (not isinstance(b, bool) and s.path not in group_leaves) else b
                        for b, s in zip(sparse, partition.leaves))
-    pattern = tuple(b if a else False for a, b in zip(full, sparse))
+    pattern = _within(full, sparse)
     if memo is not None:
         memo[key] = pattern
     return pattern, False

@@ -282,6 +282,11 @@ class Trainer:
         self.state = self._init_state(params)._replace(dsca=self._init_dsca(dsca, params,
                                                                             num_heads))
         self.activation_cache = self._init_activation_cache(model, params, num_layers)
+        # Probe steps of hard masks change only the masked-in leaves (see _advance_probe).
+        self._hard_mask = (method.uses_mask and method.uses_sparse_steps
+                           and self.partition is not None
+                           and getattr(method, "gamma", 0.0) == 0.0)
+        self._probe_advance: int | None = None  # a probe step whose advance waits for its mask
         self._data_repeats = False  # set by fit: the run sees its examples again
         self._cache: CompileCache[_Compiled] = CompileCache(config.max_compiled)
         self.history: list[dict[str, Any]] = []
@@ -427,6 +432,8 @@ class Trainer:
     def _dispatch(self, batch: Mapping[str, np.ndarray]) -> None:
         """Runs one step without waiting for it; its metrics stay on the device."""
         pattern, observe = self.next_pattern()
+        if self._probe_advance is not None:  # the mask a probe step applied is known now
+            self._advance_probe()
         batch = dict(batch)
         ids = batch.pop(EXAMPLE_ID, None)
         cache, hidden = self._cache_plan(pattern, ids)
@@ -444,7 +451,16 @@ class Trainer:
         if self.activation_cache is not None:
             if prefix is not None:
                 self.activation_cache.put(ids, prefix, cache[1], version=self._step)
-            self.activation_cache.advance(pattern, self._step)
+            if observe and self._hard_mask and self.schedule is not None:
+                # A schedule's probe applies the mask the host installed for it.
+                pattern = patterns.update_pattern(self.partition, self._tracker.mask,
+                                                  self.base_pattern)
+            elif observe and self._hard_mask:
+                # Refreshed on the device by this step: known at the next step's sync.
+                self._probe_advance = self._step
+                pattern = None
+            if pattern is not None:
+                self.activation_cache.advance(pattern, self._step)
         self._step += 1
         self._interval.steps += 1
         self._interval.fresh |= fresh
@@ -458,6 +474,16 @@ class Trainer:
             self._close_interval()  # a fresh step's first run is timed alone
         if len(self._pending) >= MAX_PENDING:
             self._drain()
+
+    def _advance_probe(self) -> None:
+        """Invalidates the cache by what the deferred probe step's update reached: the
+        leaves of the mask it applied (the tracker's, read back after it), not every leaf
+        it differentiated. Exact: a hard mask zeroes the other components' updates."""
+        step, self._probe_advance = self._probe_advance, None
+        if self._stale or self._tracker is None:
+            self._sync_tracker()
+        self.activation_cache.advance(
+            patterns.update_pattern(self.partition, self._tracker.mask, self.base_pattern), step)
 
     def _cache_plan(self, pattern, ids) -> tuple[tuple[str, int] | None, Any]:
         """``(cache mode, prefix rows)`` of the next step: ``('hit', cut)`` with the cached
@@ -749,6 +775,7 @@ class Trainer:
         self._step, self._tracker, self._stale = int(self.state.step), None, True
         if self.activation_cache is not None:  # dropped: refilled lazily (exact)
             self.activation_cache.reset()
+            self._probe_advance = None
         self.accounting.load_json(host)
         self.history = list(host["history"])
         self.eval_history = list(host.get("eval_history", []))

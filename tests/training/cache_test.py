@@ -274,3 +274,39 @@ def test_schedule_anchors_same_params_with_the_cache(name, knobs):
     # the hits must follow.
     if name == "badam" or runs[True].schedule.frozen_prefix >= 1:
         assert runs[True].summary()["cache_hit_steps"] > 0
+
+
+def test_rgft_probes_invalidate_only_what_their_hard_mask_updates():
+    """A probe step differentiates every leaf, but under RGFT's hard mask only the masked-in
+    leaves move: the cache is invalidated by the mask the probe applied (read back after
+    it), so refreshes every other step no longer throw the prefix rows away. The mask moves
+    inside layer 2 (its components at or above their mean residual), so probes do change
+    it; params equal the uncached run's."""
+    params = host(_trainer(methods.full(), 2, False).state.params)
+    part = methods.rgft().partition(params, NUM_HEADS)
+    top = np.array([c.layer == LAYERS - 1 for c in part.components])
+    assert 0 < top.sum() < len(top)
+
+    def in_layer_2(r):
+        t = jax.numpy.asarray(top)
+        mean = jax.numpy.where(t, r, 0.0).sum() / t.sum()
+        return t & (r >= mean)
+
+    steps = 10  # 5 epochs of 2 batches; refreshes (full probe steps) at 0, 2, 4, 6, 8
+    runs = {}
+    for cache in (False, True):
+        tr = _trainer(methods.rgft(threshold=in_layer_2, update_every=2, warmup_steps=1,
+                                   learning_rate=1e-2), steps, cache)
+        tr.fit(_iter())
+        runs[cache] = tr
+    _close(host(runs[True].state.params), host(runs[False].state.params))
+    on = runs[True].summary()
+    masks = {tuple(m > 0) for _, _, m in runs[True].error_history}
+    assert len(masks) > 1, "the mask should change between refreshes"
+    assert [h["probe"] for h in runs[True].history] == [1.0, 0.0] * 5  # refresh, sparse
+    # Sparse steps 1, 3, 5, 7, 9 (each epoch's second, reshuffled batch): a batch with an
+    # example not seen at this cut fills, the others hit. With the probes' full
+    # invalidation every one of them would refill (no hit at all).
+    assert on["cache_hit_steps"] >= 2 and on["cache_fill_steps"] + on["cache_hit_steps"] == 5
+    for h_on, h_off in zip(runs[True].history, runs[False].history):
+        np.testing.assert_allclose(h_on["loss"], h_off["loss"], rtol=1e-5)
