@@ -35,6 +35,7 @@ FT's final accuracy minus 1 point in GFLOPs and seconds, accuracy at equal GFLOP
     python -m recipes.arena                                   # the full protocol
     python -m recipes.arena --regimes low_data --budgets 0.45 --seeds 0,1,2 --lrs default \\
         --methods full,top_layers,rgft,rgft_depth,rgft_front --steps 40    # a reduced run
+    python -m recipes.arena --regimes one_pass --lrs from:low_data ...   # reuse that sweep
 """
 
 from __future__ import annotations
@@ -142,6 +143,17 @@ def accepts(ctor: Callable, arg: str) -> bool:
     return arg in getattr(cls, "__dataclass_fields__", {})
 
 
+def swept_lr(done: Mapping[str, Mapping[str, Any]], regime: str, method: str, budget: Any,
+             seed: int) -> float | None:
+    """The LR the sweep of ``(regime, method, budget)`` chose (its most accurate cell at
+    ``seed``, the sweep's seed), or ``None`` when that regime has no such cell."""
+    key = cell_key(dict(regime=regime, method=method, budget=budget, lr=0, seed=seed))
+    prefix = key.rsplit("|", 2)[0] + "|"
+    cands = [r for k, r in done.items()
+             if k.startswith(prefix) and k.endswith(f"|{int(seed)}")]
+    return None if not cands else float(max(cands, key=lambda r: r["accuracy"])["lr"])
+
+
 def has_budget(name: str) -> bool:
     from rgft_jax.training import methods
 
@@ -160,11 +172,13 @@ class Infeasible(Exception):
 
 def run_protocol(
     store: CellStore, regimes: Sequence[str], pairs: Sequence[tuple[str, Any]],
-    lrs: Callable[[str], Sequence[float]], seeds: Sequence[int],
+    lrs: Callable[[str, Any], Sequence[float]], seeds: Sequence[int],
     run_cell: Callable[[Mapping[str, Any]], Mapping], *, log: Callable[[str], None] = print,
     skipped: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The sweep, then the seeds at the winning LR; returns the final records (winner only).
+
+    ``lrs(method, budget)`` is the LR grid of a (method, budget) (one value: no sweep).
 
     Cells already in ``store`` are not rerun. A (method, budget) whose first cell raises
     :class:`Infeasible` is skipped (nothing stored; the reason goes to ``skipped``).
@@ -173,7 +187,7 @@ def run_protocol(
     for regime in regimes:
         for method, budget in pairs:
             cell = dict(regime=regime, method=method, budget=budget)
-            grid = list(lrs(method))
+            grid = list(lrs(method, budget))
             try:
                 sweep = [store.run({**cell, "lr": lr, "seed": seeds[0]}, run_cell)
                          for lr in grid]
@@ -387,7 +401,9 @@ def parse_args(argv=None):
     p.add_argument("--regimes", default=",".join(REGIMES))
     p.add_argument("--lrs", default="1e-4,3e-4,1e-3",
                    help="LR sweep grid (one value: no sweep; 'default': each method's "
-                        "DEFAULT_LR)")
+                        "DEFAULT_LR; 'from:<regime>': the LR each (method, budget)'s sweep "
+                        "chose in that regime of the same --out, DEFAULT_LR where it has "
+                        "none)")
     p.add_argument("--steps", type=int, default=0,
                    help="steps of every run (0: the regime's own: epochs x subset / batch, "
                         "or --one-pass-steps)")
@@ -420,7 +436,9 @@ def parse_args(argv=None):
     try:
         a.budgets = tuple(float(b) for b in a.budgets.split(",") if b)
         a.seeds = tuple(int(s) for s in a.seeds.split(",") if s)
-        a.lr_grid = None if a.lrs == "default" else tuple(float(x) for x in a.lrs.split(","))
+        a.lr_from = a.lrs[len("from:"):] if a.lrs.startswith("from:") else None
+        a.lr_grid = None if a.lrs == "default" or a.lr_from is not None else tuple(
+            float(x) for x in a.lrs.split(","))
     except ValueError as e:
         p.error(str(e))
     if not a.budgets or any(not 0 < b <= 1 for b in a.budgets):
@@ -429,6 +447,8 @@ def parse_args(argv=None):
         p.error("--seeds: at least one seed.")
     if a.lr_grid is not None and (not a.lr_grid or any(not lr > 0 for lr in a.lr_grid)):
         p.error(f"--lrs {a.lrs!r}: learning rates must be > 0.")
+    if a.lr_from is not None and a.lr_from not in REGIMES:
+        p.error(f"--lrs {a.lrs!r}: from:<regime> with a regime of {', '.join(REGIMES)}.")
     if not 0 <= a.front < 1:
         p.error(f"--front {a.front}: must be in [0, 1).")
     return a
@@ -457,8 +477,21 @@ def main(argv=None) -> int:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     store = CellStore(os.path.join(a.out, "cells.jsonl"))
     print(f"arena: {len(store.done)} cells already done in {store.path}", flush=True)
-    lrs = (lambda m: (DEFAULT_LR.get(m, 3e-4),)) if a.lr_grid is None else (lambda m: a.lr_grid)
     skipped: list[str] = []
+
+    def lrs(method, budget):
+        if a.lr_grid is not None:
+            return a.lr_grid
+        if a.lr_from is not None:
+            lr = swept_lr(store.done, a.lr_from, method, budget, a.seeds[0])
+            if lr is not None:
+                return (lr,)
+            note = (f"{method} @{budget}: no {a.lr_from} sweep in {store.path}; "
+                    f"DEFAULT_LR {DEFAULT_LR.get(method, 3e-4):g}")
+            if note not in skipped:
+                print(note, flush=True)
+                skipped.append(note)
+        return (DEFAULT_LR.get(method, 3e-4),)
     final = run_protocol(store, a.regimes, groups(a.methods, a.budgets), lrs, a.seeds,
                          run, skipped=skipped)
     payload = write_outputs(a.out, final, command=command,

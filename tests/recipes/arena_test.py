@@ -23,7 +23,7 @@ PAIRS = [("full", None), ("rgft", 0.45)]
 
 
 def _protocol(store, run, seeds=(0, 1, 2), lrs=(1e-4, 1e-3)):
-    return arena.run_protocol(store, ["low_data"], PAIRS, lambda m: lrs, list(seeds), run,
+    return arena.run_protocol(store, ["low_data"], PAIRS, lambda m, b: lrs, list(seeds), run,
                               log=lambda s: None)
 
 
@@ -82,7 +82,7 @@ def test_infeasible_budgets_are_skipped_and_not_stored(tmp_path):
         return ok(cell)
 
     skipped = []
-    final = arena.run_protocol(arena.CellStore(path), ["low_data"], PAIRS, lambda m: (1e-3,),
+    final = arena.run_protocol(arena.CellStore(path), ["low_data"], PAIRS, lambda m, b: (1e-3,),
                                [0, 1], run, log=lambda s: None, skipped=skipped)
     assert [r["method"] for r in final] == ["full", "full"]
     assert skipped == ["low_data rgft @0.45: skipped, budget=0.3 is below the forward pass"]
@@ -174,6 +174,20 @@ def test_bad_flags_are_refused(argv, match, capsys):
     with pytest.raises(SystemExit):
         arena.parse_args(argv)
     assert match in capsys.readouterr().err
+
+
+def test_lrs_from_a_regime_reuse_that_sweeps_winner(tmp_path):
+    path = str(tmp_path / "c.jsonl")
+    _protocol(arena.CellStore(path), _fake([]))  # low_data: 1e-3 wins for both pairs
+    store = arena.CellStore(path)
+    assert arena.swept_lr(store.done, "low_data", "rgft", 0.45, 0) == 1e-3
+    assert arena.swept_lr(store.done, "low_data", "full", None, 0) == 1e-3
+    assert arena.swept_lr(store.done, "low_data", "rgft", 0.6, 0) is None  # no such sweep
+    assert arena.swept_lr(store.done, "one_pass", "full", None, 0) is None
+    a = arena.parse_args(["--lrs", "from:low_data"])
+    assert (a.lr_from, a.lr_grid) == ("low_data", None)
+    with pytest.raises(SystemExit):
+        arena.parse_args(["--lrs", "from:tiny"])
 
 
 def test_reduced_run_flags_parse():
