@@ -222,6 +222,41 @@ class ComponentCosts:
             cost -= float(self.layer_forward[:cut].sum())
         return cost
 
+    def with_cache(self, hit_rate: float) -> ComponentCosts:
+        r"""The *expected* step cost when ``hit_rate`` of the steps read the activation cache.
+
+        A step that reads its prefix at the cut ``c = max(m_S, 0)`` (its lowest active layer)
+        does not run ``layer_forward[:c]``. Its expected cost is linear in the same
+        structure, with :math:`h` = ``hit_rate`` and :math:`f_l` = ``layer_forward[l]``:
+
+        .. math::
+
+          E[\mathrm{cost}(S)] = \mathrm{cost}(S) - h \sum_{l < c} f_l
+            = \Big(\mathrm{fixed} - h \sum_l f_l\Big)
+              + \sum_{l \ge c} (\mathrm{dx}_l + h f_l) + \sum_{i \in S} \mathrm{dw}_i,
+
+        so every budgeted mask rule (:func:`budget_threshold`, :func:`depth_cut_threshold`)
+        bounds the expected cost when given these costs; ``full`` is unchanged, so budgets
+        stay fractions of an uncached full step. A deeper cut gives up cached layers, so
+        shallow masks get cheaper and the budget reaches further into them. In a run of
+        ``E`` epochs over a fixed set whose mask settles, ``h`` is about ``(E - 1) / E``.
+
+        Args:
+          hit_rate: expected fraction of steps that hit the cache, in ``[0, 1]``.
+
+        Returns:
+          The re-expressed costs (``layer_forward`` is folded in and set to ``None``), or
+          ``self`` when ``hit_rate`` is 0 or the model has no ``layer_forward``.
+        """
+        if not _is_real(hit_rate) or not 0 <= hit_rate <= 1:
+            raise ValueError(f"with_cache: hit_rate={hit_rate!r}; must be a number in [0, 1].")
+        if hit_rate == 0 or self.layer_forward is None:
+            return self
+        saved = float(hit_rate) * self.layer_forward
+        return ComponentCosts(dw=self.dw, layer=self.layer, dx=self.dx + saved,
+                              fixed=self.fixed - float(saved.sum()),
+                              forward=max(self.forward - float(saved.sum()), 0.0))
+
     def summary(self) -> str:
         """One line per layer: components, dW and dX in GFLOP, plus fixed and full."""
         lines = [f"ComponentCosts: C={self.num_components}, L={self.num_layers}, "

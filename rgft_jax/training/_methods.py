@@ -393,6 +393,12 @@ class RGFT(_Masked):
       budget: at every refresh, the mask that captures the most residual mass within this
         fraction of the full step's FLOPs (:func:`rgft_jax.budget_threshold` over the
         analytic costs of the model and batch shape); replaces ``threshold``.
+      cache_hits: with ``budget``: the expected fraction of steps that read the frozen
+        prefix from the activation cache (``TrainConfig.activation_cache``; about
+        ``(epochs - 1) / epochs`` over a repeated training set). The budget then bounds the
+        *expected* step cost (:meth:`rgft_jax.ComponentCosts.with_cache`): a shallow mask
+        whose prefix is cached costs less, so the budget reaches deeper components that a
+        cached step can afford. ``0``: the uncached cost.
       gamma, beta, alpha, update_every, warmup_steps: see :func:`rgft_jax.residual_guided`.
     """
 
@@ -401,6 +407,7 @@ class RGFT(_Masked):
 
     threshold: Any = "median"
     budget: float | None = None
+    cache_hits: float = 0.0
     gamma: float = 0.0
     beta: float = 0.5
     alpha: float = 0.9
@@ -420,6 +427,10 @@ class RGFT(_Masked):
                     "budget", "None or the fraction of the full step's FLOPs, in (0, 1]")
         self._check(_is_int(self.update_every) and self.update_every >= 1, "update_every",
                     "an int >= 1")
+        self._check(_is_real(self.cache_hits) and 0 <= self.cache_hits <= 1, "cache_hits",
+                    "a number in [0, 1]")
+        self._check(self.cache_hits == 0 or self.budget is not None, "cache_hits",
+                    "0 without a budget (it changes what the budget counts)")
         try:  # the transform validates its own knobs: now, not at the first step
             residual.residual_mask(
                 alpha=self.alpha, threshold=self.threshold, gamma=self.gamma, beta=self.beta,
@@ -434,9 +445,14 @@ class RGFT(_Masked):
     def resolved_threshold(self, part, params, num_heads, num_layers, batch_shape) -> Any:
         if self.budget is None:
             return self.threshold
+        return budget_threshold(self.budget_costs(part, params, num_heads, num_layers,
+                                                  batch_shape), self.budget)
+
+    def budget_costs(self, part, params, num_heads, num_layers, batch_shape):
+        """The cost model the budget bounds: per step, expected over ``cache_hits``."""
         costs = parts.costs_for(part, params, num_heads, num_layers, batch_shape,
                                 f"{self.kind} {self.label!r}: budget={self.budget}")
-        return budget_threshold(costs, self.budget)
+        return costs.with_cache(self.cache_hits)
 
     def build(self, params: Any, *, total_steps: int, num_heads: int, num_layers: int,
               target_ratio: float | None = None,

@@ -24,7 +24,6 @@ import dataclasses
 from typing import Any, ClassVar
 
 from rgft_jax._src.budget import depth_cut_threshold
-from rgft_jax.training import _components as parts
 from rgft_jax.training import _methods as methods_lib
 
 __all__ = ["RGFTDepth", "front_loaded_budget", "rgft_depth", "rgft_front"]
@@ -42,9 +41,8 @@ class RGFTDepth(methods_lib.RGFT):
                     "the fraction of the full step's FLOPs, in (0, 1] (the depth cut needs it)")
 
     def resolved_threshold(self, part, params, num_heads, num_layers, batch_shape) -> Any:
-        costs = parts.costs_for(part, params, num_heads, num_layers, batch_shape,
-                                f"{self.kind} {self.label!r}: budget={self.budget}")
-        return depth_cut_threshold(costs, self.budget)
+        return depth_cut_threshold(self.budget_costs(part, params, num_heads, num_layers,
+                                                     batch_shape), self.budget)
 
 
 def rgft_depth(budget: float = 0.45, **kwargs: Any) -> RGFTDepth:
