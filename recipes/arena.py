@@ -14,10 +14,14 @@ Protocol, per regime and per (method, budget):
    (the sweep's cell at the winner is reused, not rerun).
 
 Methods are any names of the methods registry (``rgft_jax.training.methods.names()``), so
-anchors registered there join by name. Methods with a budget run at every ``--budgets``
-value: ``rgft``, ``rgft_depth`` and any constructor taking ``budget``; ``top_layers`` at the
-``k`` whose FLOPs (cost model) match the budget; ``rgft_front`` spends ``--front`` of the
-steps in full steps; methods without a budget knob (``full``, ``lora``, ``bitfit``) run once.
+anchors registered there join by name. ``<name>+cache`` (``rgft``, ``rgft_depth``,
+``top_layers``) matches the budget on the *expected* step cost in the regime's activation
+cache (:meth:`rgft_jax.ComponentCosts.with_cache` with hit rate ``(epochs - 1) / epochs`` in
+``low_data``, 0 in ``one_pass``): RGFT's ``cache_hits``, top-layers' ``k``. Methods with a
+budget run at every ``--budgets`` value: ``rgft``, ``rgft_depth`` and any constructor
+taking ``budget``; ``top_layers`` at the ``k`` whose FLOPs (cost model) match the budget;
+``rgft_front`` spends ``--front`` of the steps in full steps; methods without a budget knob
+(``full``, ``lora``, ``bitfit``) run once.
 
 Regimes (MiniLM-L6 on CrowdFlower; batch 32 x 64 tokens):
 
@@ -68,6 +72,9 @@ BUDGET_KNOBS = {"green_trainer": "rho"}
 #: cost-model FLOPs match the budget (LISA's / random-k's layers may sit lower than the top
 #: ones and cost more backprop: the measured GFLOPs say so).
 LAYER_KNOBS = {"lisa": "n_layers", "random_layers": "n_layers"}
+#: Methods whose budget can count the activation cache (``<name>+cache``).
+CACHE_AWARE = ("rgft", "rgft_depth", "top_layers")
+CACHE_SUFFIX = "+cache"
 DEFAULT_METHODS = ("full", "top_layers", "rgft", "rgft_depth", "rgft_front", "lora", "bitfit",
                    "random_mask")
 
@@ -154,9 +161,17 @@ def swept_lr(done: Mapping[str, Mapping[str, Any]], regime: str, method: str, bu
     return None if not cands else float(max(cands, key=lambda r: r["accuracy"])["lr"])
 
 
+def base_method(name: str) -> tuple[str, bool]:
+    """``(registered name, cache-aware budget)`` of an arena method name."""
+    if name.endswith(CACHE_SUFFIX):
+        return name[:-len(CACHE_SUFFIX)], True
+    return name, False
+
+
 def has_budget(name: str) -> bool:
     from rgft_jax.training import methods
 
+    name = base_method(name)[0]
     return (name == "top_layers" or name in BUDGET_KNOBS or name in LAYER_KNOBS
             or accepts(methods.get(name), "budget"))
 
@@ -228,7 +243,7 @@ class Context:
         self.train_src, self.labels, self.batcher = task.train, task.label_names, task.batch_fn
         self.eval_set = task.eval_batches(None, args.batch_size, args.eval_examples)
         self._subsets: dict[str, Any] = {}
-        self._top_k: dict[float, int] = {}
+        self._top_k: dict[tuple[float, float], int] = {}
 
     def train_source(self, regime: str):
         if regime == "one_pass":
@@ -249,29 +264,42 @@ class Context:
             return a.one_pass_steps
         return a.epochs * (min(a.low_data_examples, len(self.train_src)) // a.batch_size)
 
-    def top_k(self, budget: float) -> int:
+    def hit_rate(self, regime: str) -> float:
+        """Expected fraction of steps that read the activation cache: every epoch but the
+        first (``low_data``); none in one pass."""
+        epochs = self.steps(regime) * self.args.batch_size / len(self.train_source(regime))
+        return max(0.0, 1.0 - 1.0 / epochs) if regime == "low_data" else 0.0
+
+    def top_k(self, budget: float, hit_rate: float = 0.0) -> int:
         from recipes.bench_savings import top_layers_k
 
-        if budget not in self._top_k:
+        if (budget, hit_rate) not in self._top_k:
             k, frac = top_layers_k(self.bcfg, len(self.labels),
-                                   (self.args.batch_size, self.args.max_length), budget)
+                                   (self.args.batch_size, self.args.max_length), budget,
+                                   hit_rate)
             if frac > budget:  # not even the top layer fits
                 raise Infeasible(f"the top layer alone costs {frac:.3f} of a full step > "
                                  f"budget {budget:g}")
-            self._top_k[budget] = k
-        return self._top_k[budget]
+            self._top_k[budget, hit_rate] = k
+        return self._top_k[budget, hit_rate]
 
 
 def method_kwargs(name: str, budget: Any, lr: float, seed: int, steps: int, args,
-                  top_k: Callable[[float], int]) -> dict[str, Any]:
-    """The constructor keywords of ``name`` in a cell (see the module docstring)."""
+                  top_k: Callable[..., int], hit_rate: float = 0.0) -> dict[str, Any]:
+    """The constructor keywords of ``name`` in a cell (see the module docstring);
+    ``hit_rate``: the regime's cache hit rate, used by ``<name>+cache`` only."""
     from rgft_jax.training import methods
 
+    label = name
+    name, cached = base_method(name)
     ctor = methods.get(name)
+    hits = hit_rate if cached else 0.0
     # Every Method has a seed (masks, adapter initialisation).
-    kw: dict[str, Any] = dict(learning_rate=lr, name=name, seed=seed)
+    kw: dict[str, Any] = dict(learning_rate=lr, name=label, seed=seed)
     if name == "top_layers":
-        return {**kw, "k": top_k(budget)}
+        return {**kw, "k": top_k(budget, hits)}
+    if cached:
+        kw["cache_hits"] = hits
     if budget is not None:
         if name in BUDGET_KNOBS:
             kw[BUDGET_KNOBS[name]] = budget
@@ -299,11 +327,11 @@ def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     a, regime = ctx.args, cell["regime"]
     steps = ctx.steps(regime)
     kw = method_kwargs(cell["method"], cell["budget"], cell["lr"], cell["seed"], steps, a,
-                       ctx.top_k)
+                       ctx.top_k, ctx.hit_rate(regime))
     t0 = time.time()
     model = bert.from_pretrained(ctx.model_dir, num_labels=len(ctx.labels), seed=cell["seed"])
     try:
-        method = methods.get(cell["method"])(**kw)
+        method = methods.get(base_method(cell["method"])[0])(**kw)
         tr = Trainer(model, method, TrainConfig(steps=steps, seed=cell["seed"],
                                                 progress=False, log_every=1),
                      num_heads=ctx.bcfg.num_attention_heads,
@@ -339,8 +367,8 @@ def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- report
 def heuristics(records: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
     """The methods the library's methods are tested against: all but full FT and LIBRARY."""
-    return tuple(dict.fromkeys(r["method"] for r in records
-                               if r["method"] != REFERENCE and r["method"] not in LIBRARY))
+    return tuple(dict.fromkeys(r["method"] for r in records if r["method"] != REFERENCE
+                               and base_method(r["method"])[0] not in LIBRARY))
 
 
 def write_outputs(out: str, records: Sequence[Mapping[str, Any]], *, command: str,
@@ -426,10 +454,12 @@ def parse_args(argv=None):
     from rgft_jax.training import methods
 
     a.methods = tuple(m for m in a.methods.split(",") if m)
-    bad = [m for m in a.methods if m not in methods.names()]
+    bad = [m for m in a.methods if base_method(m)[0] not in methods.names()
+           or (base_method(m)[1] and base_method(m)[0] not in CACHE_AWARE)]
     if bad or not a.methods:
         p.error(f"--methods: {bad or 'none'} not registered; allowed: "
-                f"{', '.join(methods.names())}.")
+                f"{', '.join(methods.names())}, and <name>{CACHE_SUFFIX} for "
+                f"{', '.join(CACHE_AWARE)}.")
     a.regimes = tuple(r for r in a.regimes.split(",") if r)
     if not a.regimes or any(r not in REGIMES for r in a.regimes):
         p.error(f"--regimes {','.join(a.regimes)!r}; allowed: {', '.join(REGIMES)}.")

@@ -110,8 +110,10 @@ def top_layers_for_budget(part, costs, num_layers: int, budget: float) -> tuple[
 
 
 def top_layers_k(bcfg, num_labels: int, batch_shape: tuple[int, int],
-                 budget: float) -> tuple[int, float]:
-    """``top_layers``'s ``k`` matched to ``budget`` by the cost model the budgeted masks use."""
+                 budget: float, hit_rate: float = 0.0) -> tuple[int, float]:
+    """``top_layers``'s ``k`` matched to ``budget`` by the cost model the budgeted masks use
+    (``hit_rate``: the expected cost when that fraction of steps reads the activation
+    cache, :meth:`rgft_jax.ComponentCosts.with_cache`)."""
     from rgft_jax.models import bert
     from rgft_jax.training import methods
     from rgft_jax.training._components import costs_for
@@ -119,7 +121,7 @@ def top_layers_k(bcfg, num_labels: int, batch_shape: tuple[int, int],
     params = bert.abstract_params(bcfg, num_labels=num_labels)
     part = methods.rgft(budget=budget).partition(params, bcfg.num_attention_heads)
     costs = costs_for(part, params, bcfg.num_attention_heads, bcfg.num_hidden_layers,
-                      batch_shape, "top_layers_k")
+                      batch_shape, "top_layers_k").with_cache(hit_rate)
     return top_layers_for_budget(part, costs, bcfg.num_hidden_layers, budget)
 
 

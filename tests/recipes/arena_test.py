@@ -119,7 +119,7 @@ def test_cell_key_normalises_numbers():
 
 def test_methods_join_by_name_with_their_budget_knobs():
     args = argparse.Namespace(update_every=20, front=0.1)
-    top_k = lambda b: {0.45: 2}[b]
+    top_k = lambda b, hits=0.0: {(0.45, 0.0): 2, (0.45, 0.5): 3}[b, hits]
     assert arena.has_budget("rgft") and arena.has_budget("rgft_depth")
     assert arena.has_budget("top_layers") and not arena.has_budget("full")
     assert arena.groups(["full", "rgft", "top_layers"], [0.3, 0.45]) == [
@@ -143,6 +143,22 @@ def test_methods_join_by_name_with_their_budget_knobs():
         budget=budget, **kw), replace=True)
     assert arena.has_budget("arena_test_anchor")
     assert build("arena_test_anchor", 0.6).budget == 0.6
+    # <name>+cache: the budget counts the regime's cache hits (RGFT's knob, top-layers' k).
+    kw = arena.method_kwargs("rgft+cache", 0.45, 1e-3, 0, 100, args, top_k, hit_rate=0.5)
+    m = methods.get("rgft")(**kw)
+    assert (m.cache_hits, m.budget, m.label) == (0.5, 0.45, "rgft+cache")
+    assert build("rgft", 0.45).cache_hits == 0.0
+    kw = arena.method_kwargs("top_layers+cache", 0.45, 1e-3, 0, 100, args, top_k, hit_rate=0.5)
+    assert kw["k"] == 3
+    assert arena.has_budget("top_layers+cache")
+    assert arena.base_method("rgft_depth+cache") == ("rgft_depth", True)
+
+
+def test_cache_hit_rate_of_a_regime():
+    ctx = argparse.Namespace(args=argparse.Namespace(batch_size=32),
+                             steps=lambda r: 96, train_source=lambda r: [0] * 1024)
+    assert arena.Context.hit_rate(ctx, "low_data") == pytest.approx(2 / 3)  # 3 epochs
+    assert arena.Context.hit_rate(ctx, "one_pass") == 0.0
 
 
 def test_anchor_budget_knobs_by_other_names(monkeypatch):
@@ -152,16 +168,17 @@ def test_anchor_budget_knobs_by_other_names(monkeypatch):
     monkeypatch.setitem(arena.LAYER_KNOBS, "top_layers", "k")
     args = argparse.Namespace(update_every=20, front=0.1)
     assert arena.has_budget("full")
-    kw = arena.method_kwargs("full", 0.45, 1e-3, 0, 100, args, lambda b: 3)
+    kw = arena.method_kwargs("full", 0.45, 1e-3, 0, 100, args, lambda b, hits=0.0: 3)
     assert kw["learning_rate"] == 0.45  # the budget went to the anchor's own knob
     m = methods.get("top_layers")(**arena.method_kwargs("top_layers", 0.3, 1e-3, 0, 100, args,
-                                                        lambda b: {0.3: 1}[b]))
+                                                        lambda b, hits=0.0: {0.3: 1}[b]))
     assert m.k == 1
 
 
 def test_heuristics_are_everything_but_full_and_the_library():
-    recs = [{"method": m} for m in ("full", "rgft", "top_layers", "lisa", "rgft_depth")]
-    assert arena.heuristics(recs) == ("top_layers", "lisa")
+    recs = [{"method": m} for m in ("full", "rgft", "top_layers", "lisa", "rgft_depth",
+                                    "rgft+cache", "top_layers+cache")]
+    assert arena.heuristics(recs) == ("top_layers", "lisa", "top_layers+cache")
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -169,6 +186,7 @@ def test_heuristics_are_everything_but_full_and_the_library():
     (["--regimes", "tiny"], "allowed: low_data, one_pass"),
     (["--budgets", "0,0.45"], "must be in"),
     (["--lrs", "-1"], "must be > 0"),
+    (["--methods", "lisa+cache"], "<name>+cache for rgft, rgft_depth, top_layers"),
 ])
 def test_bad_flags_are_refused(argv, match, capsys):
     with pytest.raises(SystemExit):
