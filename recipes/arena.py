@@ -10,6 +10,7 @@ stopped, copied to another machine and continued.
 Protocol, per regime and per (method, budget):
 
 1. *LR sweep*: the first seed at every learning rate of ``--lrs`` (one value: no sweep);
+   with ``--sweep-in REGIME`` only that regime sweeps and the others reuse its winner;
 2. the winner (best final validation accuracy of the sweep) at every seed of ``--seeds``
    (the sweep's cell at the winner is reused, not rerun).
 
@@ -39,7 +40,7 @@ FT's final accuracy minus 1 point in GFLOPs and seconds, accuracy at equal GFLOP
     python -m recipes.arena                                   # the full protocol
     python -m recipes.arena --regimes low_data --budgets 0.45 --seeds 0,1,2 --lrs default \\
         --methods full,top_layers,rgft,rgft_depth,rgft_front --steps 40    # a reduced run
-    python -m recipes.arena --regimes one_pass --lrs from:low_data ...   # reuse that sweep
+    python -m recipes.arena --regimes low_data,one_pass --sweep-in low_data ...  # sweep once
 """
 
 from __future__ import annotations
@@ -187,13 +188,14 @@ class Infeasible(Exception):
 
 def run_protocol(
     store: CellStore, regimes: Sequence[str], pairs: Sequence[tuple[str, Any]],
-    lrs: Callable[[str, Any], Sequence[float]], seeds: Sequence[int],
+    lrs: Callable[[str, str, Any], Sequence[float]], seeds: Sequence[int],
     run_cell: Callable[[Mapping[str, Any]], Mapping], *, log: Callable[[str], None] = print,
     skipped: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The sweep, then the seeds at the winning LR; returns the final records (winner only).
 
-    ``lrs(method, budget)`` is the LR grid of a (method, budget) (one value: no sweep).
+    ``lrs(regime, method, budget)`` is the LR grid of a cell group (one value: no sweep).
+    Regimes run in order, so a grid may read the winners of an earlier regime's sweep.
 
     Cells already in ``store`` are not rerun. A (method, budget) whose first cell raises
     :class:`Infeasible` is skipped (nothing stored; the reason goes to ``skipped``).
@@ -202,7 +204,7 @@ def run_protocol(
     for regime in regimes:
         for method, budget in pairs:
             cell = dict(regime=regime, method=method, budget=budget)
-            grid = list(lrs(method, budget))
+            grid = list(lrs(regime, method, budget))
             try:
                 sweep = [store.run({**cell, "lr": lr, "seed": seeds[0]}, run_cell)
                          for lr in grid]
@@ -429,9 +431,10 @@ def parse_args(argv=None):
     p.add_argument("--regimes", default=",".join(REGIMES))
     p.add_argument("--lrs", default="1e-4,3e-4,1e-3",
                    help="LR sweep grid (one value: no sweep; 'default': each method's "
-                        "DEFAULT_LR; 'from:<regime>': the LR each (method, budget)'s sweep "
-                        "chose in that regime of the same --out, DEFAULT_LR where it has "
-                        "none)")
+                        "DEFAULT_LR)")
+    p.add_argument("--sweep-in", default=None, metavar="REGIME",
+                   help="sweep only in this regime (listed first in --regimes); the others "
+                        "run each (method, budget) at the LR its sweep there chose")
     p.add_argument("--steps", type=int, default=0,
                    help="steps of every run (0: the regime's own: epochs x subset / batch, "
                         "or --one-pass-steps)")
@@ -466,9 +469,7 @@ def parse_args(argv=None):
     try:
         a.budgets = tuple(float(b) for b in a.budgets.split(",") if b)
         a.seeds = tuple(int(s) for s in a.seeds.split(",") if s)
-        a.lr_from = a.lrs[len("from:"):] if a.lrs.startswith("from:") else None
-        a.lr_grid = None if a.lrs == "default" or a.lr_from is not None else tuple(
-            float(x) for x in a.lrs.split(","))
+        a.lr_grid = None if a.lrs == "default" else tuple(float(x) for x in a.lrs.split(","))
     except ValueError as e:
         p.error(str(e))
     if not a.budgets or any(not 0 < b <= 1 for b in a.budgets):
@@ -477,8 +478,10 @@ def parse_args(argv=None):
         p.error("--seeds: at least one seed.")
     if a.lr_grid is not None and (not a.lr_grid or any(not lr > 0 for lr in a.lr_grid)):
         p.error(f"--lrs {a.lrs!r}: learning rates must be > 0.")
-    if a.lr_from is not None and a.lr_from not in REGIMES:
-        p.error(f"--lrs {a.lrs!r}: from:<regime> with a regime of {', '.join(REGIMES)}.")
+    if a.sweep_in is not None and (a.sweep_in not in a.regimes
+                                   or a.regimes[0] != a.sweep_in):
+        p.error(f"--sweep-in {a.sweep_in!r}: must be the first of --regimes "
+                f"{','.join(a.regimes)} (its sweep runs before the others reuse it).")
     if not 0 <= a.front < 1:
         p.error(f"--front {a.front}: must be in [0, 1).")
     return a
@@ -509,19 +512,18 @@ def main(argv=None) -> int:
     print(f"arena: {len(store.done)} cells already done in {store.path}", flush=True)
     skipped: list[str] = []
 
-    def lrs(method, budget):
-        if a.lr_grid is not None:
-            return a.lr_grid
-        if a.lr_from is not None:
-            lr = swept_lr(store.done, a.lr_from, method, budget, a.seeds[0])
+    def lrs(regime, method, budget):
+        if a.sweep_in is not None and regime != a.sweep_in:
+            lr = swept_lr(store.done, a.sweep_in, method, budget, a.seeds[0])
             if lr is not None:
                 return (lr,)
-            note = (f"{method} @{budget}: no {a.lr_from} sweep in {store.path}; "
+            note = (f"{regime} {method} @{budget}: no {a.sweep_in} sweep to reuse; "
                     f"DEFAULT_LR {DEFAULT_LR.get(method, 3e-4):g}")
             if note not in skipped:
                 print(note, flush=True)
                 skipped.append(note)
-        return (DEFAULT_LR.get(method, 3e-4),)
+            return (DEFAULT_LR.get(method, 3e-4),)
+        return a.lr_grid or (DEFAULT_LR.get(method, 3e-4),)
     final = run_protocol(store, a.regimes, groups(a.methods, a.budgets), lrs, a.seeds,
                          run, skipped=skipped)
     payload = write_outputs(a.out, final, command=command,

@@ -23,7 +23,7 @@ PAIRS = [("full", None), ("rgft", 0.45)]
 
 
 def _protocol(store, run, seeds=(0, 1, 2), lrs=(1e-4, 1e-3)):
-    return arena.run_protocol(store, ["low_data"], PAIRS, lambda m, b: lrs, list(seeds), run,
+    return arena.run_protocol(store, ["low_data"], PAIRS, lambda r, m, b: lrs, list(seeds), run,
                               log=lambda s: None)
 
 
@@ -82,7 +82,7 @@ def test_infeasible_budgets_are_skipped_and_not_stored(tmp_path):
         return ok(cell)
 
     skipped = []
-    final = arena.run_protocol(arena.CellStore(path), ["low_data"], PAIRS, lambda m, b: (1e-3,),
+    final = arena.run_protocol(arena.CellStore(path), ["low_data"], PAIRS, lambda r, m, b: (1e-3,),
                                [0, 1], run, log=lambda s: None, skipped=skipped)
     assert [r["method"] for r in final] == ["full", "full"]
     assert skipped == ["low_data rgft @0.45: skipped, budget=0.3 is below the forward pass"]
@@ -108,6 +108,23 @@ def test_report_only_uses_the_stored_cells(tmp_path, monkeypatch):
     assert "full @None seed 2: skipped, not run yet" in md
     assert (out / "pareto.png").exists() and (out / "curves_low_data.png").exists()
     assert len(arena.load_cells(str(out / "cells.jsonl"))) == 2
+
+
+def test_report_only_reuses_the_sweep_regimes_winner(tmp_path):
+    out = tmp_path / "arena"
+    store = arena.CellStore(str(out / "cells.jsonl"))
+    rec = lambda acc: (lambda c: {"accuracy": acc, "gflops_total": 10.0, "train_time_s": 2.0,
+                                  "evals": [], "history": []})
+    for lr, acc in ((3e-4, 0.70), (1e-3, 0.65)):  # low_data's sweep: 3e-4 wins
+        store.run(dict(regime="low_data", method="full", budget=None, lr=lr, seed=0), rec(acc))
+    store.run(dict(regime="one_pass", method="full", budget=None, lr=3e-4, seed=0), rec(0.6))
+    store.run(dict(regime="one_pass", method="full", budget=None, lr=1e-3, seed=1), rec(0.1))
+    rc = arena.main(["--report-only", "--out", str(out), "--methods", "full", "--seeds", "0",
+                     "--lrs", "3e-4,1e-3", "--regimes", "low_data,one_pass",
+                     "--sweep-in", "low_data"])
+    assert rc == 0
+    md = (out / "arena.md").read_text()
+    assert "| one_pass | full | - | 3e-04 | 1 | 0.6000 |" in md  # the 1e-3 cell is not its LR
 
 
 def test_cell_key_normalises_numbers():
@@ -194,7 +211,7 @@ def test_bad_flags_are_refused(argv, match, capsys):
     assert match in capsys.readouterr().err
 
 
-def test_lrs_from_a_regime_reuse_that_sweeps_winner(tmp_path):
+def test_sweep_in_one_regime_reuses_its_winner(tmp_path):
     path = str(tmp_path / "c.jsonl")
     _protocol(arena.CellStore(path), _fake([]))  # low_data: 1e-3 wins for both pairs
     store = arena.CellStore(path)
@@ -202,10 +219,11 @@ def test_lrs_from_a_regime_reuse_that_sweeps_winner(tmp_path):
     assert arena.swept_lr(store.done, "low_data", "full", None, 0) == 1e-3
     assert arena.swept_lr(store.done, "low_data", "rgft", 0.6, 0) is None  # no such sweep
     assert arena.swept_lr(store.done, "one_pass", "full", None, 0) is None
-    a = arena.parse_args(["--lrs", "from:low_data"])
-    assert (a.lr_from, a.lr_grid) == ("low_data", None)
-    with pytest.raises(SystemExit):
-        arena.parse_args(["--lrs", "from:tiny"])
+    a = arena.parse_args(["--regimes", "low_data,one_pass", "--sweep-in", "low_data"])
+    assert a.sweep_in == "low_data"
+    for bad in ("one_pass", "tiny"):  # not first / not a regime
+        with pytest.raises(SystemExit):
+            arena.parse_args(["--regimes", "low_data,one_pass", "--sweep-in", bad])
 
 
 def test_reduced_run_flags_parse():
