@@ -354,6 +354,8 @@ def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
         "gflops_total": s["gflops_per_step"] * s["steps"], "train_time_s": s["train_time_s"],
         "step_time_s": s["step_time_s"], "update_ratio": s["update_ratio"],
         "compilations": s["compilations"], "probe_steps": s["probe_steps"],
+        "cache_hit_steps": s.get("cache_hit_steps", 0),
+        "cache_fill_steps": s.get("cache_fill_steps", 0),
         "kwargs": {k: v for k, v in kw.items() if k != "name"},
         "evals": tr.eval_history,
         "history": [{k: h[k] for k in ("step", "loss", "gflops_cum") if k in h}
