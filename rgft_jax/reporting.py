@@ -572,9 +572,10 @@ def plot_pareto(
         return None
     regimes = list(dict.fromkeys(r["regime"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    cmap, n = (plt.cm.tab10, 10) if len(methods) <= 10 else (plt.cm.tab20, 20)
+    colors = {m: cmap(i % n) for i, m in enumerate(methods)}
     markers = "o^sDvP*X<>"
-    fig, axes = plt.subplots(len(regimes), 2, figsize=(12, 4.2 * len(regimes)), squeeze=False,
+    fig, axes = plt.subplots(len(regimes), 2, figsize=(13.5, 4.2 * len(regimes)), squeeze=False,
                              constrained_layout=True)
     for row_axes, regime in zip(axes, regimes):
         rs = [r for r in rows if r["regime"] == regime]
@@ -601,7 +602,8 @@ def plot_pareto(
             ax.set_ylabel("validation accuracy")
             ax.set_title(f"{regime}: accuracy vs {xlabel.split(' (')[0]}", fontsize=10)
             ax.grid(alpha=0.3)
-        row_axes[1].legend(fontsize=7, loc="best")
+        # Outside the axes: with a dozen methods a legend inside hides points.
+        row_axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=110)
