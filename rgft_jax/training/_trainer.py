@@ -436,7 +436,7 @@ class Trainer:
             self._advance_probe()
         batch = dict(batch)
         ids = batch.pop(EXAMPLE_ID, None)
-        cache, hidden = self._cache_plan(pattern, ids)
+        cache, hidden = self._cache_plan(pattern, ids, observe)
         dev_batch = self._put_batch(batch)
         if hidden is not None:
             dev_batch[HIDDEN] = self._put_hidden(hidden)
@@ -485,12 +485,23 @@ class Trainer:
         self.activation_cache.advance(
             patterns.update_pattern(self.partition, self._tracker.mask, self.base_pattern), step)
 
-    def _cache_plan(self, pattern, ids) -> tuple[tuple[str, int] | None, Any]:
+    def _cache_plan(self, pattern, ids, observe=False) -> tuple[tuple[str, int] | None, Any]:
         """``(cache mode, prefix rows)`` of the next step: ``('hit', cut)`` with the cached
         rows, ``('fill', cut)`` (rows ``None``) or ``(None, None)`` (no cache)."""
         if self.activation_cache is None or ids is None or (
                 self.config.activation_cache is None and not self._data_repeats):
             return None, None
+        if observe and self._hard_mask and self._tracker is not None:
+            # A probe differentiates everything, but its forward passes the cut of the mask
+            # it refreshes: it fills the rows it lacks there. They stay valid when the mask
+            # it applies keeps that cut (_advance_probe), so examples first seen in a probe
+            # do not make every later batch that holds one miss.
+            cut = self.activation_cache.cut(patterns.update_pattern(
+                self.partition, self._tracker.mask, self.base_pattern))
+            if cut is None or all(self.activation_cache.valid(i, cut)
+                                  for i in np.asarray(ids).reshape(-1)):
+                return None, None
+            return ("fill", cut), None
         cut = self.activation_cache.cut(pattern)
         if cut is None:
             return None, None
