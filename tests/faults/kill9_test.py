@@ -27,6 +27,12 @@ _spec.loader.exec_module(fixtures)
 TIMES = {"step_time_s", "wall_time_s", "step_time_std_s", "fresh_step_fraction",
          "compilations", "cache_rows", "cache_device_bytes", "cache_host_bytes",
          "cache_disk_bytes"}
+#: Keys that count compute spent. A restore drops the activation cache, so a resumed run can
+#: miss where the uninterrupted one hit (never the reverse): the same updates, bit for bit, at
+#: a cost that may only be higher. Compared by ``check_costs``; exactly where nothing hit.
+COSTS = {"gflops_cum", "gflops_per_step", "matmul_gflops_per_step", "gflops_ratio",
+         "gflops_total", "cache_hit_steps", "cache_fill_steps", "gflops_per_hit_step",
+         "matmul_gflops_per_hit_step"}
 
 
 def read_checkpoint(folder):
@@ -52,10 +58,33 @@ def read_checkpoint(folder):
 
 def untimed(x):
     if isinstance(x, dict):
-        return {k: untimed(v) for k, v in x.items() if k not in TIMES and "time" not in k}
+        return {k: untimed(v) for k, v in x.items()
+                if k not in TIMES | COSTS and "time" not in k}
     if isinstance(x, list):
         return [untimed(v) for v in x]
     return x
+
+
+def uncached(pattern_steps):
+    """Steps per (pattern, probe) with the cache's inputs (mode, cached rows) out of the key."""
+    out = {}
+    for (pattern, observe, shapes), n in pattern_steps or []:
+        shapes = [s for s in shapes if not s[0].startswith("cache")]
+        key = json.dumps([pattern, observe, shapes])
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+def check_costs(ref, killed, name):
+    """``killed`` (rows or a summary) costs what ``ref`` does, or more where ``ref`` hit."""
+    hit = ref.get("cache_hit_steps", 0) > 0 if isinstance(ref, dict) else False
+    for key in COSTS & set(ref):
+        if not hit:
+            assert killed[key] == ref[key], (name, key)
+        elif key.startswith("gflops") and key != "gflops_per_hit_step":
+            assert killed[key] >= ref[key] * (1 - 1e-6), (name, key, ref[key], killed[key])
+    if hit:
+        assert killed["cache_hit_steps"] <= ref["cache_hit_steps"], name
 
 
 def bits(x):
@@ -80,11 +109,20 @@ def compare_runs(ref_out, out, methods, steps):
                                           err_msg=f"{name}: {'/'.join(path)}")
         assert a[1] == b[1], (name, "data position")
         assert untimed(a[2]["history"]) == untimed(b[2]["history"]), (name, "history")
-        for key in ("error_history", "module_history", "pattern_steps", "run"):
+        cached = any(s[0] == "cache_hit" for (_, _, shapes), _ in a[2].get("pattern_steps") or []
+                     for s in shapes)
+        for ha, hb in zip(a[2]["history"], b[2]["history"]):
+            # Cumulative GFLOPs: equal until a restore drops the cache, never lower after.
+            assert hb["gflops_cum"] >= ha["gflops_cum"] * (1 - 1e-6), (name, ha, hb)
+            assert cached or hb["gflops_cum"] == ha["gflops_cum"], (name, ha, hb)
+        assert uncached(a[2].get("pattern_steps")) == uncached(b[2].get("pattern_steps")), name
+        for key in ("error_history", "module_history", "run"):
             assert a[2].get(key) == b[2].get(key), (name, key)
     ra = json.loads(pathlib.Path(ref_out, "report.json").read_text())["runs"]
     rb = json.loads(pathlib.Path(out, "report.json").read_text())["runs"]
     assert untimed(ra) == untimed(rb)
+    for run_a, run_b in zip(ra, rb):
+        check_costs(run_a, run_b, run_a.get("name"))
 
 
 @pytest.mark.slow
