@@ -59,6 +59,9 @@ class LayerCard:
         the head's weight gradients).
       dw: ``[L]`` weight-gradient FLOPs fraction of fully training each layer.
       lora_dw: ``[L]`` adapter FLOPs fraction (forward + backward of the adapters).
+      layer_forward: ``[L]`` forward FLOPs fraction of each layer: what a step that reads the
+        activation cache does not run below its lowest trained layer (``None`` on cards
+        written before it was recorded; :meth:`set_cost` then needs ``hit_rate=0``).
     """
 
     layers: tuple[int, ...]
@@ -79,23 +82,42 @@ class LayerCard:
     forward: float
     dw: np.ndarray
     lora_dw: np.ndarray
+    layer_forward: np.ndarray | None = None
 
     @property
     def gain(self) -> np.ndarray:
         """Predicted loss reduction of adapting each layer alone: ``Res^2 / 2``."""
         return 0.5 * self.res**2
 
-    def set_cost(self, layers: Iterable[int], kind: str = "lora") -> float:
+    def set_cost(self, layers: Iterable[int], kind: str = "lora", *,
+                 hit_rate: float = 0.0) -> float:
         """FLOPs fraction of a step that adapts the set ``layers`` (``'lora'``) or fully trains
         it (``'train'``): the forward pass, backprop down to the lowest layer of the set
-        (shared by all of them) and each layer's own weight/adapter gradients."""
+        (shared by all of them) and each layer's own weight/adapter gradients.
+
+        ``hit_rate``: the expected fraction of steps that read the frozen layers below the
+        set from the activation cache (about ``(E - 1) / E`` over ``E`` epochs of a fixed
+        training set); those steps do not run the forward pass of the layers below the set's
+        lowest one, so the cost is the *expected* step cost, as in
+        :meth:`rgft_jax.ComponentCosts.with_cache`.
+        """
         if kind not in ("lora", "train"):
             raise ValueError(f"LayerCard.set_cost: kind={kind!r}; allowed: 'lora', 'train'.")
+        if isinstance(hit_rate, bool) or not isinstance(hit_rate, (int, float)) or not (
+                0 <= hit_rate <= 1):
+            raise ValueError(f"LayerCard.set_cost: hit_rate={hit_rate!r}; allowed: a number "
+                             "in [0, 1].")
+        if hit_rate and self.layer_forward is None:
+            raise ValueError(f"LayerCard.set_cost: hit_rate={hit_rate!r} needs the card's "
+                             "layer_forward, which this (older) card lacks; allowed: 0, or a "
+                             "card computed again.")
         idx = [self._index(layer) for layer in layers]
+        cut = min(idx) if idx else len(self.layers)
+        saved = float(hit_rate * np.sum(self.layer_forward[:cut])) if hit_rate else 0.0
         if not idx:
-            return float(self.forward)
+            return float(self.forward) - saved
         own = self.lora_dw if kind == "lora" else self.dw
-        return float(self.forward + self.dx_tail[min(idx)] + sum(own[i] for i in idx))
+        return float(self.forward + self.dx_tail[cut] + sum(own[i] for i in idx)) - saved
 
     def _index(self, layer: int) -> int:
         try:
@@ -135,12 +157,14 @@ class LayerCard:
         d.pop("gain", None)
         kw = {}
         for f in dataclasses.fields(cls):
+            if f.name not in d and f.default is not dataclasses.MISSING:
+                continue  # a field added since the card was written: its default
             v = d[f.name]
             if f.name == "layers":
                 v = tuple(int(x) for x in v)
             elif f.name == "matrices":
                 v = tuple(v)
-            elif f.name not in ("coupling", "meta", "forward"):
+            elif f.name not in ("coupling", "meta", "forward") and v is not None:
                 v = np.asarray(v, np.float64)
             kw[f.name] = v
         return cls(**kw)
@@ -331,6 +355,8 @@ def compute(
     comp_of_layer = {c.layer: c.index for c in part.components if c.layer >= 0}
     dw = np.asarray([costs.dw[comp_of_layer[layer]] / full for layer in layers])
     dx_tail = np.asarray([costs.dx_tail(layer) / full for layer in layers])
+    layer_forward = None if costs.layer_forward is None else np.asarray(
+        [costs.layer_forward[layer] / full for layer in layers])
     # Every placement also trains the task head (components above the layers).
     head = float(costs.dw[costs.layer == costs.num_layers].sum())
     forward = float((costs.fixed + head) / full)
@@ -344,10 +370,11 @@ def compute(
         "lora_rank": lora_rank, "sketch_samples": int(pr.sketches.shape[0]),
         "sketch_dims": int(pr.sketches.shape[2]), "batch_shape": list(batch_shape),
         "targets": targets, "micro_batch": micro_batch, "rho_null": rho_null,
+        "full_step_flops": float(full),
     }
     return LayerCard(
         layers=layers, res=res, grad_norm=grad_norm, energy=energy, condition=condition,
         effective_rank=eff_rank, train_cost=train_cost, lora_cost=lora_cost,
         lora_params=lora_params, inference_flops=2.0 * lora_params, rho=rho,
         coupling=_stats.coupling(rho), matrices=tuple(rows), meta=meta, dx_tail=dx_tail,
-        forward=forward, dw=dw, lora_dw=lora_dw)
+        forward=forward, dw=dw, lora_dw=lora_dw, layer_forward=layer_forward)

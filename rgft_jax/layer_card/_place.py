@@ -17,6 +17,7 @@ Positive coupling lowers the joint gain, so spreading the adapted layers apart p
 
 * ``max_quality``: the set of ``k`` layers with the largest additive gain
   :math:`\sum_{\ell \in S} g_\ell` within ``budget`` (a FLOPs fraction of full fine-tuning);
+  ``k=None``: of any size (the budget decides how many);
 * ``min_cost``: the cheapest set of at most ``k`` layers whose additive gain reaches
   ``target`` of the best ``k``-layer gain (ties: higher gain);
 * ``spread``: the set of ``k`` layers with the largest coupled gain
@@ -52,6 +53,7 @@ class Placement(NamedTuple):
     cost: float  # step FLOPs fraction of full fine-tuning (cost kind below)
     cost_kind: str  # 'lora' or 'train'
     exact: bool  # True: every candidate set was scored
+    hit_rate: float = 0.0  # the activation-cache hit rate ``cost`` assumes
 
 
 def coupled_gain(card: LayerCard, layers: Any) -> float:
@@ -70,22 +72,26 @@ def place(
     card: LayerCard,
     objective: str = "max_quality",
     *,
-    k: int = 1,
+    k: int | None = 1,
     budget: float | None = None,
     cost: str = "lora",
     target: float = 0.9,
     max_exact: int = 200_000,
+    hit_rate: float = 0.0,
 ) -> Placement:
     """Chooses the layers to adapt.
 
     Args:
       card: the :class:`LayerCard`.
       objective: one of :data:`OBJECTIVES`.
-      k: number of layers (``min_cost``: at most ``k``).
+      k: number of layers (``min_cost``: at most ``k``); ``None``: any number (with a
+        ``budget``, the best set that fits, e.g. which layers to train at 0.4 of full FT).
       budget: optional cap on the step's FLOPs fraction (``card.set_cost(S, cost)``).
       cost: ``'lora'`` (adapters on the layer) or ``'train'`` (train the layer's weights).
       target: ``min_cost``: fraction of the best ``k``-layer additive gain to reach.
       max_exact: enumerate every set while there are at most this many.
+      hit_rate: expected activation-cache hit rate the costs assume (``set_cost``'s): steps
+        that read the frozen prefix below the set from the cache do not run its forward.
 
     Returns:
       A :class:`Placement`.
@@ -97,24 +103,31 @@ def place(
     n = len(card.layers)
     if objective not in OBJECTIVES:
         raise ValueError(f"place: objective={objective!r}; allowed: {', '.join(OBJECTIVES)}.")
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
-        raise ValueError(f"place: k={k!r} must be an int in [1, {n}] (the card has {n} layers).")
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n):
+        raise ValueError(f"place: k={k!r} must be an int in [1, {n}] or None (the card has "
+                         f"{n} layers).")
     if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget):
         raise ValueError(f"place: budget={budget!r} must be a FLOPs fraction > 0, or None.")
     if cost not in ("lora", "train"):
         raise ValueError(f"place: cost={cost!r}; allowed: 'lora', 'train'.")
     if not (isinstance(target, (int, float)) and 0 < target <= 1):
         raise ValueError(f"place: target={target!r} must be in (0, 1].")
+    card.set_cost((), cost, hit_rate=hit_rate)  # validates hit_rate against the card
+    any_size = k is None
+    k = n if any_size else k
     layers = card.layers
     gain = card.gain
 
+    def set_cost(s):
+        return card.set_cost(s, cost, hit_rate=hit_rate)
+
     def fits(s):
-        return budget is None or card.set_cost(s, cost) <= budget + 1e-12
+        return budget is None or set_cost(s) <= budget + 1e-12
 
     def additive(s):
         return float(sum(gain[card._index(layer)] for layer in s))
 
-    sizes = range(1, k + 1) if objective == "min_cost" else [k]
+    sizes = range(1, k + 1) if objective == "min_cost" or any_size else [k]
     exact = sum(math.comb(n, size) for size in sizes) <= max_exact
 
     def candidates():
@@ -137,14 +150,16 @@ def place(
         return coupled_gain(card, s) if objective == "spread" else additive(s)
 
     feasible = [s for s in candidates() if fits(s)]
-    if objective != "min_cost":
+    if objective != "min_cost" and not any_size:
         feasible = [s for s in feasible if len(s) == k]
     if not feasible:
-        cheapest = min(itertools.combinations(layers, k) if math.comb(n, k) <= max_exact
-                       else [tuple(layers[-k:])], key=lambda s: card.set_cost(s, cost))
+        size = 1 if any_size else k
+        cheapest = min(itertools.combinations(layers, size) if math.comb(n, size) <= max_exact
+                       else [tuple(layers[-size:])], key=set_cost)
         raise ValueError(
-            f"place: no set of {k} layer(s) fits budget={budget}; the cheapest "
-            f"{list(cheapest)} costs {card.set_cost(cheapest, cost):.3f} of a full step.")
+            f"place: no set of {'any number of' if any_size else k} layer(s) fits "
+            f"budget={budget}; the cheapest {list(cheapest)} costs {set_cost(cheapest):.3f} "
+            "of a full step.")
     if objective == "min_cost":
         best_k = max(additive(s) for s in itertools.combinations(layers, k)) if (
             math.comb(n, k) <= max_exact) else max(additive(s) for s in feasible)
@@ -152,9 +167,9 @@ def place(
         if not good:
             raise ValueError(f"place: no set within budget={budget} reaches target={target} of "
                              f"the best {k}-layer gain {best_k:.4g}.")
-        chosen = min(good, key=lambda s: (card.set_cost(s, cost), -additive(s)))
+        chosen = min(good, key=lambda s: (set_cost(s), -additive(s)))
     else:
-        chosen = max(feasible, key=lambda s: (score(s), -card.set_cost(s, cost)))
+        chosen = max(feasible, key=lambda s: (score(s), -set_cost(s)))
     chosen = tuple(sorted(int(c) for c in chosen))
     return Placement(chosen, objective, additive(chosen), coupled_gain(card, chosen),
-                     card.set_cost(chosen, cost), cost, exact)
+                     set_cost(chosen), cost, exact, float(hit_rate))

@@ -92,6 +92,13 @@ def test_card_renders(card, tmp_path):
     back = lc.LayerCard.from_json(tmp_path / "card.json")
     np.testing.assert_allclose(back.res, card.res)
     assert back.set_cost([1]) == pytest.approx(card.set_cost([1]))
+    assert back.set_cost([1], hit_rate=0.5) == pytest.approx(card.set_cost([1], hit_rate=0.5))
+    # A card written before layer_forward was recorded still reads; the cache needs it.
+    del d["layer_forward"]
+    old = lc.LayerCard.from_json(json.dumps(d))
+    assert old.layer_forward is None and old.set_cost([1]) == pytest.approx(card.set_cost([1]))
+    with pytest.raises(ValueError, match="hit_rate=0.5 needs the card's layer_forward"):
+        old.set_cost([1], hit_rate=0.5)
     md = card.to_markdown()
     assert sum(line.startswith("| ") for line in md.splitlines()) == LAYERS + 1
     assert "Coupling: global" in md
@@ -110,6 +117,54 @@ def _card(res, rho, layers=None):
         rho=np.asarray(rho, float), coupling=0.0, matrices=(), meta={},
         dx_tail=np.linspace(0.5, 0.1, n), forward=0.3, dw=np.full(n, 0.05),
         lora_dw=np.full(n, 0.01))
+
+
+def test_cached_costs_skip_the_forward_below_the_set(card):
+    # The expected step cost with the activation cache: the forward of the layers below the
+    # set's lowest layer is not run on the hit_rate of steps that read the cache.
+    lf = card.layer_forward
+    assert lf.shape == (LAYERS,) and np.all(lf > 0) and lf.sum() < card.forward
+    for s in ([2], [1, 2], [0], [0, 2], []):
+        low = min(s) if s else LAYERS
+        for h in (0.0, 0.5, 1.0):
+            assert card.set_cost(s, "train", hit_rate=h) == pytest.approx(
+                card.set_cost(s, "train") - h * lf[:low].sum()), (s, h)
+    # The same expected costs the budgeted masks use (ComponentCosts.with_cache).
+    from rgft_jax import analytic_costs
+    from rgft_jax._src import components as comp_lib
+    from rgft_jax._src import presets
+
+    params = nnx.to_pure_dict(nnx.split(_model(), nnx.Param, ...)[1])
+    part = comp_lib.Partition.build(params, presets.by_layer())
+    costs = analytic_costs(part, tokens=BATCH * SEQ, seq_len=SEQ, batch=BATCH,
+                           num_layers=LAYERS, hidden=16, num_heads=HEADS)
+    for s in ([2], [1, 2]):  # the set's layers and the task head (cost-model layer L)
+        mask = np.isin(costs.layer, [*s, LAYERS])
+        want = costs.with_cache(0.75).step_cost(mask) / costs.full
+        assert card.set_cost(s, "train", hit_rate=0.75) == pytest.approx(want, rel=1e-9)
+    for bad in (-0.1, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match="hit_rate="):
+            card.set_cost([2], hit_rate=bad)
+
+
+def test_any_size_placement_is_the_best_set_within_budget():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        n = 6
+        res = rng.random(n)
+        c = _card(res, np.zeros((n, n)))
+        c = lc.LayerCard(**{**c.__dict__, "layer_forward": np.full(n, 0.04)})
+        budget, h = float(rng.uniform(0.35, 0.7)), float(rng.choice([0.0, 0.5, 2 / 3]))
+        sets = [s for k in range(1, n + 1) for s in itertools.combinations(range(n), k)
+                if c.set_cost(s, hit_rate=h) <= budget]
+        if not sets:
+            with pytest.raises(ValueError, match="any number of"):
+                lc.place(c, k=None, budget=budget, hit_rate=h)
+            continue
+        best = max(sets, key=lambda s: sum(0.5 * res[list(s)] ** 2))
+        got = lc.place(c, "max_quality", k=None, budget=budget, hit_rate=h)
+        assert got.layers == best and got.hit_rate == h
+        assert got.cost == pytest.approx(c.set_cost(best, hit_rate=h)) and got.cost <= budget
 
 
 def test_placements_match_brute_force():
@@ -150,7 +205,9 @@ def test_spread_avoids_coupled_layers_and_min_cost_is_cheaper():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(objective="best"), "objective='best'"),
     (dict(k=0), "k=0"),
-    (dict(k=5), r"k=5 must be an int in \[1, 4\]"),
+    (dict(k=5), r"k=5 must be an int in \[1, 4\] or None"),
+    (dict(hit_rate=0.5), "needs the card's layer_forward"),
+    (dict(hit_rate=2.0), "hit_rate=2.0"),
     (dict(budget=-1.0), "budget=-1.0"),
     (dict(cost="adapter"), "cost='adapter'"),
     (dict(target=1.5), "target=1.5"),
