@@ -261,11 +261,11 @@ class LayerCard:
 def probe_flops(pr: _probe.ProbeResult) -> float:
     """FLOPs the card cost: XLA's count of the probe's batch steps (batch gradient, input
     covariances, micro-batch gradient sketches) plus, per matrix, the dense linear algebra
-    done once at the end, which XLA's count does not see (LAPACK calls): ``eigh`` for
-    ``Σ^{-1/2}`` (about ``9 d^3``, LAPACK's count for the symmetric eigenproblem with
-    vectors), its reconstruction (``2 d^3``), ``Σ^{-1/2} G`` (``2 d^2 d_out``) and
-    ``eigvalsh`` for the energy (about ``4 d^3``)."""
-    tail = sum(15.0 * m.d_in**3 + 2.0 * m.d_in**2 * m.d_out for m in pr.matrices)
+    done once at the end, which XLA's count does not see (LAPACK calls): the Cholesky factor
+    of ``Σ_λ`` (``d^3 / 3``) and ``L^{-1} G`` (``d^2 d_out``) for Res, and ``eigvalsh`` for
+    the energy's spectrum (``4 d^3 / 3``, the tridiagonal reduction), rounded up to
+    ``2 d^3 + 2 d^2 d_out``."""
+    tail = sum(2.0 * m.d_in**3 + 2.0 * m.d_in**2 * m.d_out for m in pr.matrices)
     return float(pr.flops + tail)
 
 

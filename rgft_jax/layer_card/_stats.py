@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 import numpy as np
 
 __all__ = [
@@ -79,14 +80,12 @@ def _covariance(state_or_sigma: Any) -> jax.Array:
     return jnp.asarray(state_or_sigma, jnp.float32)
 
 
-def _inv_sqrt(sigma: jax.Array, ridge: float) -> jax.Array:
-    """``(Σ + ridge · tr(Σ)/d · I)^{-1/2}`` through a symmetric eigendecomposition."""
+def _ridged(sigma: jax.Array, ridge: float) -> jax.Array:
+    """``Σ + ridge · tr(Σ)/d · I`` (symmetrised)."""
     d = sigma.shape[0]
     sigma = 0.5 * (sigma + sigma.T)
-    lam = ridge * jnp.trace(sigma) / d
-    evals, evecs = jnp.linalg.eigh(sigma)
-    inv = 1.0 / jnp.sqrt(jnp.maximum(evals, 0.0) + jnp.maximum(lam, 1e-30))
-    return (evecs * inv) @ evecs.T
+    lam = jnp.maximum(ridge * jnp.trace(sigma) / d, 1e-30)
+    return sigma + lam * jnp.eye(d, dtype=sigma.dtype)
 
 
 def projected_residual_norm(grad: jax.Array, sigma: Any, *, ridge: float = 1e-3) -> jax.Array:
@@ -100,13 +99,18 @@ def projected_residual_norm(grad: jax.Array, sigma: Any, *, ridge: float = 1e-3)
 
     Returns:
       A float32 scalar.
+
+    Computed as ``||L^{-1} G||_F`` with ``Σ_λ = L L^T`` (Cholesky): the same norm, since
+    ``G^T Σ_λ^{-1} G = (L^{-1} G)^T (L^{-1} G)``, at ``d^3 / 3 + d^2 d_out`` FLOPs instead of
+    an eigendecomposition's ``~11 d^3`` (the card's cost at ``d = 1536``).
     """
     sigma = _covariance(sigma)
     g = jnp.asarray(grad, jnp.float32)
     if g.ndim != 2 or g.shape[0] != sigma.shape[0]:
         raise ValueError(f"projected_residual_norm: grad of shape {g.shape} does not match "
                          f"sigma {sigma.shape}; expected [d_in={sigma.shape[0]}, d_out].")
-    return jnp.linalg.norm(_inv_sqrt(sigma, ridge) @ g)
+    chol = jnp.linalg.cholesky(_ridged(sigma, ridge))
+    return jnp.linalg.norm(jax.scipy.linalg.solve_triangular(chol, g, lower=True))
 
 
 def activation_energy(sigma: Any, *, ridge: float = 1e-3) -> dict[str, jax.Array]:
