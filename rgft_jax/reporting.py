@@ -256,6 +256,14 @@ def average_histories(
     return out
 
 
+def _palette(labels: Sequence[str]) -> dict[str, Any]:
+    """A distinct colour per label: tab10 up to ten labels, tab20 past them (not repeated)."""
+    import matplotlib.pyplot as plt
+
+    cmap, n = (plt.cm.tab10, 10) if len(labels) <= 10 else (plt.cm.tab20, 20)
+    return {lab: cmap(i % n) for i, lab in enumerate(labels)}
+
+
 def plot_training_curves(
     histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike,
     evals: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
@@ -298,7 +306,7 @@ def plot_training_curves(
     fig, axes = plt.subplots(len(xs), len(panels), figsize=(5.5 * len(panels), 3.6 * len(xs)),
                              squeeze=False, constrained_layout=True)
     labels = sorted(set(histories) | set(evals), key=list({**histories, **evals}).index)
-    colors = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}
+    colors = _palette(labels)
     for row, (xkey, xlabel) in enumerate(xs):
         ax = dict(zip(panels, axes[row]))
         for lab in labels:
@@ -572,8 +580,7 @@ def plot_pareto(
         return None
     regimes = list(dict.fromkeys(r["regime"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    cmap, n = (plt.cm.tab10, 10) if len(methods) <= 10 else (plt.cm.tab20, 20)
-    colors = {m: cmap(i % n) for i, m in enumerate(methods)}
+    colors = _palette(methods)
     markers = "o^sDvP*X<>"
     fig, axes = plt.subplots(len(regimes), 2, figsize=(13.5, 4.2 * len(regimes)), squeeze=False,
                              constrained_layout=True)

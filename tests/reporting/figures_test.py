@@ -77,3 +77,11 @@ def test_heatmaps_draw_every_finite_cell_and_leave_nan_cells_empty(tmp_path):
     assert img.shape[1] > 800 and np.std(img) > 0
     assert "0.75" in texts and "nan" not in texts and len(texts) == 5 + 6
     assert reporting.plot_heatmaps({}, tmp_path / "e.png") is None
+
+
+def test_palette_does_not_repeat_colours_past_ten_methods():
+    from rgft_jax import reporting
+
+    for n in (3, 10, 13, 20):
+        colors = reporting._palette([f"m{i}" for i in range(n)])
+        assert len({tuple(c) for c in colors.values()}) == n
