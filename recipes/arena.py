@@ -20,16 +20,15 @@ anchors registered there join by name, plus ``layer_card``: the Layer Card
 batches chooses the best set of layers to train within the budget
 (``place(card, 'max_quality', k=None, cost='train')``), and the ``layers`` method trains
 them; the probe's FLOPs (``card.meta['probe_flops']``: XLA's count of the probe's steps plus
-the eigendecompositions) come out of the budget and are added to the cell's GFLOPs and time.
-``<name>+cache`` (``rgft``, ``rgft_depth``, ``top_layers``, ``layer_card``) matches the
-budget on the *expected* step cost in the regime's activation cache
-(:meth:`rgft_jax.ComponentCosts.with_cache` with hit rate ``(epochs - 1) / epochs`` in
+the Cholesky / eigenvalue tail) come out of the budget and are added to the cell's GFLOPs and
+time. ``<name>+cache`` (``rgft``, ``rgft_depth``, ``rgft_layers``, ``top_layers``,
+``layer_card``) matches the budget on the *expected* step cost in the regime's activation
+cache (:meth:`rgft_jax.ComponentCosts.with_cache` with hit rate ``(epochs - 1) / epochs`` in
 ``low_data``, 0 in ``one_pass``): RGFT's ``cache_hits``, top-layers' ``k``, the card's
-``hit_rate``. Methods with a
-budget run at every ``--budgets`` value: ``rgft``, ``rgft_depth`` and any constructor
-taking ``budget``; ``top_layers`` at the ``k`` whose FLOPs (cost model) match the budget;
-``rgft_front`` spends ``--front`` of the steps in full steps; methods without a budget knob
-(``full``, ``lora``, ``bitfit``) run once.
+``hit_rate``. Methods with a budget run at every ``--budgets`` value: the RGFT variants,
+``layer_card`` and any constructor taking ``budget``; ``top_layers`` at the ``k`` whose
+FLOPs (cost model) match the budget; ``rgft_front`` spends ``--front`` of the steps in full
+steps; methods without a budget knob (``full``, ``lora``, ``bitfit``) run once.
 
 Regimes (MiniLM-L6 on CrowdFlower; batch 32 x 64 tokens):
 
@@ -67,12 +66,13 @@ from recipes import demo
 REGIMES = ("low_data", "one_pass")
 #: The library's own answers to "where to train"; everything else but ``full`` is a heuristic
 #: or an anchor (the baselines of the paired test).
-LIBRARY = ("rgft", "rgft_depth", "rgft_front", "rgft_chain", "layer_card", "modules", "mftc",
-           "search")
+LIBRARY = ("rgft", "rgft_depth", "rgft_front", "rgft_layers", "rgft_chain", "layer_card",
+           "modules", "mftc", "search")
 REFERENCE = "full"
 #: Per-method learning rates of ``--lrs default``: the best of {1e-4, 3e-4, 1e-3} in the
 #: savings benchmark's sweep (seed 0, 120 steps; docs/results.md); others 3e-4.
 DEFAULT_LR = {"full": 3e-4, "top_layers": 1e-3, "rgft": 1e-3, "rgft_depth": 1e-3,
+              "rgft_layers": 1e-3,
               "rgft_front": 1e-3, "lora": 1.5e-3, "bitfit": 3e-3}
 #: Anchors whose budget knob has another name (GreenTrainer's FLOPs fraction ``rho``).
 BUDGET_KNOBS = {"green_trainer": "rho"}
@@ -83,7 +83,7 @@ LAYER_KNOBS = {"lisa": "n_layers", "random_layers": "n_layers"}
 #: Methods the arena builds itself (not registry names): the Layer Card's placement.
 ARENA_METHODS = ("layer_card",)
 #: Methods whose budget can count the activation cache (``<name>+cache``).
-CACHE_AWARE = ("rgft", "rgft_depth", "top_layers", "layer_card")
+CACHE_AWARE = ("rgft", "rgft_depth", "rgft_layers", "top_layers", "layer_card")
 CACHE_SUFFIX = "+cache"
 DEFAULT_METHODS = ("full", "top_layers", "rgft", "rgft_depth", "rgft_front", "lora", "bitfit",
                    "random_mask")

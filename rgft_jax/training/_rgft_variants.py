@@ -15,7 +15,12 @@ one loop); they differ only in *which* budgeted mask rule they install and *when
   that the run's mean stays at ``budget``:
   ``b_late = (budget * T - front_steps) / (T - front_steps)``.
 
-Registered as ``methods.get('rgft_depth')`` / ``methods.get('rgft_front')``.
+* ``rgft_layers`` (:func:`rgft_layers`): the error map over whole layers
+  (``components='layers'``): each refresh the budgeted mask chooses which layers to train
+  densely by their residual per FLOP — the "top k layers" heuristic's unit, chosen by the
+  map instead of by position, and re-chosen as the map moves.
+
+Registered as ``methods.get('rgft_depth')`` / ``'rgft_front'`` / ``'rgft_layers'``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, ClassVar
 from rgft_jax._src.budget import depth_cut_threshold
 from rgft_jax.training import _methods as methods_lib
 
-__all__ = ["RGFTDepth", "front_loaded_budget", "rgft_depth", "rgft_front"]
+__all__ = ["RGFTDepth", "front_loaded_budget", "rgft_depth", "rgft_front", "rgft_layers"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -84,5 +89,12 @@ def rgft_front(budget: float = 0.45, *, front_steps: int, total_steps: int,
                             **{"name": "rgft_front", **kwargs})
 
 
+def rgft_layers(budget: float = 0.45, **kwargs: Any) -> methods_lib.RGFT:
+    """RGFT over whole layers: a budgeted mask of dense layers, chosen by residual per FLOP."""
+    return methods_lib.RGFT(budget=budget, **{"components": "layers", "name": "rgft_layers",
+                                              **kwargs})
+
+
 methods_lib.register("rgft_depth", rgft_depth)
+methods_lib.register("rgft_layers", rgft_layers)
 methods_lib.register("rgft_front", rgft_front)

@@ -95,5 +95,5 @@ __all__ = [
     "top_layers",
 ]
 
-# The RGFT variants register themselves (rgft_depth, rgft_front).
+# The RGFT variants register themselves (rgft_depth, rgft_front, rgft_layers).
 from rgft_jax.training import _rgft_variants as _rgft_variants  # noqa: E402

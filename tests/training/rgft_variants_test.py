@@ -74,6 +74,26 @@ def test_variants_are_registered_rgft_methods():
     assert d.kind == d.label == "rgft_depth" and d.policy == "refresh" and d.uses_sparse_steps
     with pytest.raises(ValueError, match="rgft_depth: budget=None"):
         methods.get("rgft_depth")(budget=None)
+    m = methods.get("rgft_layers")(0.45, cache_hits=0.5, learning_rate=1e-3)
+    assert isinstance(m, methods.RGFT) and m.label == "rgft_layers"
+    assert (m.components, m.budget, m.cache_hits) == ("layers", 0.45, 0.5)
+
+
+def test_rgft_layers_masks_whole_layers_within_its_budget():
+    # Budget 0.8 of a 2-layer model: the top layer fits, both do not; the mask is per layer.
+    method = methods.get("rgft_layers")(budget=0.8, learning_rate=1e-2, update_every=2,
+                                        warmup_steps=1)
+    tr = Trainer(bert(2), method, TrainConfig(steps=4, progress=False, log_every=1),
+                 num_heads=NUM_HEADS, num_layers=2, num_classes=NUM_CLASSES,
+                 batch_shape=(BATCH, SEQ))
+    tr.fit(itertools.cycle(batches(2)))
+    layers = [c.layer for c in tr.partition.components]
+    assert sorted(set(layers)) == [-1, 0, 1]  # embeddings, two layers: one component each
+    assert [layers.count(i) for i in (0, 1)] == [1, 1]
+    mask = tr.error_history[-1][2]
+    assert 0 < mask.sum() < len(mask)
+    assert tr.summary()["update_ratio"] < 1.0
+    tr.close()
 
 
 def test_rgft_depth_trains_within_its_budget():
