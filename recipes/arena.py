@@ -488,8 +488,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m recipes.arena", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma list of registered method names (full first is best: it is "
-                        "the reference)")
+                   help="comma list of registered method names or layer_card, each may end "
+                        "in +cache where the budget can count the cache (full first is best: "
+                        "it is the reference)")
     p.add_argument("--budgets", default="0.3,0.45,0.6",
                    help="FLOPs fractions of full FT for methods with a budget")
     p.add_argument("--seeds", default="0,1,2")
