@@ -79,14 +79,20 @@ def test_variants_are_registered_rgft_methods():
     assert (m.components, m.budget, m.cache_hits) == ("layers", 0.45, 0.5)
 
 
-def test_rgft_layers_masks_whole_layers_within_its_budget():
-    # Budget 0.8 of a 2-layer model: the top layer fits, both do not; the mask is per layer.
-    method = methods.get("rgft_layers")(budget=0.8, learning_rate=1e-2, update_every=2,
-                                        warmup_steps=1)
+def _fit_at_budget(name, budget=0.8):
+    """A 4-step run of the RGFT variant ``name`` on a 2-layer model, refreshed every 2 steps."""
+    method = methods.get(name)(budget=budget, learning_rate=1e-2, update_every=2,
+                               warmup_steps=1)
     tr = Trainer(bert(2), method, TrainConfig(steps=4, progress=False, log_every=1),
                  num_heads=NUM_HEADS, num_layers=2, num_classes=NUM_CLASSES,
                  batch_shape=(BATCH, SEQ))
     tr.fit(itertools.cycle(batches(2)))
+    return tr
+
+
+def test_rgft_layers_masks_whole_layers_within_its_budget():
+    # Budget 0.8 of a 2-layer model: the top layer fits, both do not; the mask is per layer.
+    tr = _fit_at_budget("rgft_layers")
     layers = [c.layer for c in tr.partition.components]
     assert sorted(set(layers)) == [-1, 0, 1]  # embeddings, two layers: one component each
     assert [layers.count(i) for i in (0, 1)] == [1, 1]
@@ -97,12 +103,7 @@ def test_rgft_layers_masks_whole_layers_within_its_budget():
 
 
 def test_rgft_depth_trains_within_its_budget():
-    method = methods.get("rgft_depth")(budget=0.8, learning_rate=1e-2, update_every=2,
-                                       warmup_steps=1)
-    tr = Trainer(bert(2), method, TrainConfig(steps=4, progress=False, log_every=1),
-                 num_heads=NUM_HEADS, num_layers=2, num_classes=NUM_CLASSES,
-                 batch_shape=(BATCH, SEQ))
-    tr.fit(itertools.cycle(batches(2)))
+    tr = _fit_at_budget("rgft_depth")
     s = tr.summary()
     assert s["steps"] == 4 and np.isfinite(tr.history[-1]["loss"])
     assert tr.error_history and not tr.error_history[-1][2].all()  # a real mask
