@@ -60,6 +60,7 @@ __all__ = [
     "budget_threshold",
     "budget_threshold_exact",
     "calibrate",
+    "cost_flops",
     "depth_cut_threshold",
 ]
 
@@ -804,3 +805,15 @@ def depth_cut_threshold(
                          f"FLOPs per step over C={C} components (see depth_cut_threshold).")
     threshold.__name__ = f"depth_cut_threshold_{budget:g}"
     return threshold
+
+
+def cost_flops(stage) -> float:
+    """XLA's cost-analysis FLOPs of a lowered or compiled computation (NaN when unavailable):
+    the count the Trainer records per step and the Layer Card per probe batch."""
+    try:
+        cost = stage.cost_analysis()
+    except Exception:  # noqa: BLE001 - backends without a cost analysis
+        return float("nan")
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", float("nan")))

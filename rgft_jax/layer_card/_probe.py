@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rgft_jax._src.budget import cost_flops
 from rgft_jax._src.components import layer_of
 from rgft_jax.layer_card import _stats
 from rgft_jax.models import Projection
@@ -243,8 +244,6 @@ def probe(
                              f"batch of {rows} rows.")
         shape = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in batch.items()))
         if shape not in compiled:
-            from rgft_jax.training._accounting import cost_flops
-
             run = batch_stats.lower(params, batch).compile()
             compiled[shape] = (run, cost_flops(run))
         run, f = compiled[shape]

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from rgft_jax._src.budget import cost_flops as cost_flops  # re-exported: the steps' count
 from rgft_jax.training import _flops as flops_lib
 
 #: Accounting key of a compiled step: ``(pattern, observe, ((batch key, shape), ...))``; an
@@ -34,17 +35,6 @@ def cache_mode(key: Key) -> str | None:
         if name in ("cache_fill", "cache_hit"):
             return name[len("cache_"):]
     return None
-
-
-def cost_flops(stage) -> float:
-    """XLA's cost-analysis FLOPs of a lowered or compiled step (NaN when unavailable)."""
-    try:
-        cost = stage.cost_analysis()
-    except Exception:  # noqa: BLE001 - backends without a cost analysis
-        return float("nan")
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else {}
-    return float((cost or {}).get("flops", float("nan")))
 
 
 def matmul_flops(lowered) -> float:
