@@ -77,7 +77,7 @@ def uncached(pattern_steps):
 
 def check_costs(ref, killed, name):
     """``killed`` (rows or a summary) costs what ``ref`` does, or more where ``ref`` hit."""
-    hit = ref.get("cache_hit_steps", 0) > 0 if isinstance(ref, dict) else False
+    hit = ref.get("cache_hit_steps", 0) > 0
     for key in COSTS & set(ref):
         if not hit:
             assert killed[key] == ref[key], (name, key)
