@@ -17,11 +17,11 @@ Protocol, per regime and per (method, budget):
 Methods are any names of the methods registry (``rgft_jax.training.methods.names()``), so
 anchors registered there join by name, plus ``layer_card``: the Layer Card
 (:mod:`rgft_jax.layer_card`) of the cell's model on its first ``--card-batches`` training
-batches chooses the best set of layers to train within the budget
-(``place(card, 'max_quality', k=None, cost='train')``), and the ``layers`` method trains
-them; the probe's FLOPs (``card.meta['probe_flops']``: XLA's count of the probe's steps plus
-the Cholesky / eigenvalue tail) come out of the budget and are added to the cell's GFLOPs and
-time. ``<name>+cache`` (``rgft``, ``rgft_depth``, ``rgft_layers``, ``top_layers``,
+batches (Res and costs only: ``coupling=False, spectrum=False``) chooses the best set of
+layers to train within the budget (``place(card, 'max_quality', k=None, cost='train')``), and
+the ``layers`` method trains them; the probe's FLOPs (``card.meta['probe_flops']``: XLA's
+count of the probe's steps plus the Cholesky tail) come out of the budget and are added to
+the cell's GFLOPs and time. ``<name>+cache`` (``rgft``, ``rgft_depth``, ``rgft_layers``, ``top_layers``,
 ``layer_card``) matches the budget on the *expected* step cost in the regime's activation
 cache (:meth:`rgft_jax.ComponentCosts.with_cache` with hit rate ``(epochs - 1) / epochs`` in
 ``low_data``, 0 in ``one_pass``): RGFT's ``cache_hits``, top-layers' ``k``, the card's
@@ -408,10 +408,12 @@ def card_placement(ctx: Context, model, regime: str, seed: int, steps: int, budg
                             batch_fn=ctx.batcher)
     batches = [next(it) for _ in range(a.card_batches)]
     t0 = time.time()
+    # The placement reads Res and the costs only: no coupling sketches, no eigenvalues
+    # (MiniLM, one batch: 2.18 -> 1.64 full steps, 73 -> 13 s on the 2-core CPU).
     card = layer_card.compute(model, batches, classification_loss,
                               num_heads=ctx.bcfg.num_attention_heads,
-                              batch_shape=(a.batch_size, a.max_length),
-                              micro_batch=max(1, a.batch_size // 4), seed=seed)
+                              batch_shape=(a.batch_size, a.max_length), seed=seed,
+                              coupling=False, spectrum=False)
     seconds = time.time() - t0
     # The probe, in full fine-tuning steps (cost model), is paid out of the run's budget.
     probe_steps = card.meta["probe_flops"] / card.meta["full_step_flops"]

@@ -41,15 +41,18 @@ class LayerCard:
       res: projected residual norm per layer, ``sqrt(sum over its matrices of Res^2)``.
       grad_norm: Frobenius norm of the layer's target gradients.
       energy: mean over the layer's matrices of ``tr Σ`` (activation energy).
-      condition: largest condition number of the layer's (ridged) input covariances.
+      condition: largest condition number of the layer's (ridged) input covariances (NaN
+        when computed with ``spectrum=False``; so is ``effective_rank``).
       effective_rank: mean effective rank of the layer's input covariances.
       train_cost: FLOPs of a step that fully trains only this layer, as a fraction of full
         fine-tuning (forward + backprop down to the layer + its weight gradients).
       lora_cost: the same for rank-``lora_rank`` LoRA on the layer's target matrices.
       lora_params: adapter parameters of that LoRA.
       inference_flops: extra FLOPs per token of unmerged adapters on the layer.
-      rho: ``[L, L]`` whitened gradient coupling between layers (0 on the diagonal).
-      coupling: global coupling ``||D^{-1/2} E D^{-1/2}||_2`` (see :func:`._stats.coupling`).
+      rho: ``[L, L]`` whitened gradient coupling between layers (0 on the diagonal; NaN off
+        it when not measured, see :attr:`has_coupling`).
+      coupling: global coupling ``||D^{-1/2} E D^{-1/2}||_2`` (see :func:`._stats.coupling`;
+        NaN when not measured).
       matrices: per-matrix rows (path, layer, res, grad_norm, energy, condition,
         effective_rank, d_in, d_out).
       meta: how the card was measured (batches, tokens, ridge, lora_rank, sketch samples,
@@ -84,6 +87,11 @@ class LayerCard:
     dw: np.ndarray
     lora_dw: np.ndarray
     layer_forward: np.ndarray | None = None
+
+    @property
+    def has_coupling(self) -> bool:
+        """Whether ``rho`` was measured (``compute(..., coupling=False)`` leaves it NaN)."""
+        return bool(np.all(np.isfinite(self.rho)))
 
     @property
     def gain(self) -> np.ndarray:
@@ -183,16 +191,21 @@ class LayerCard:
                 f"{self.energy[i]:.4g} | {self.condition[i]:.3g} | {self.effective_rank[i]:.1f} | "
                 f"{self.train_cost[i]:.3f} | {self.lora_cost[i]:.3f} | "
                 f"{int(self.lora_params[i]):,} | {int(self.inference_flops[i]):,} |")
-        off = self.rho[~np.eye(len(self.layers), dtype=bool)] if len(self.layers) > 1 else (
-            np.zeros(1))
         m = self.meta
+        if self.has_coupling:
+            off = self.rho[~np.eye(len(self.layers), dtype=bool)] if len(self.layers) > 1 else (
+                np.zeros(1))
+            coupling_line = (
+                f"Coupling: global {self.coupling:.3f}; pairwise max {off.max():.3f}, "
+                f"mean {off.mean():.3f}; independent layers would show about "
+                f"{m.get('rho_null', float('nan')):.3f} with this many samples (whitened "
+                f"gradient second moments from {m.get('sketch_samples')} micro-batch "
+                f"gradients, {m.get('sketch_dims')} sketch dimensions per layer).")
+        else:
+            coupling_line = "Coupling: not measured (the card was computed with coupling=False)."
         lines += [
             "",
-            f"Coupling: global {self.coupling:.3f}; pairwise max {off.max():.3f}, "
-            f"mean {off.mean():.3f}; independent layers would show about "
-            f"{m.get('rho_null', float('nan')):.3f} with this many samples (whitened gradient "
-            f"second moments from {m.get('sketch_samples')} micro-batch gradients, "
-            f"{m.get('sketch_dims')} sketch dimensions per layer).",
+            coupling_line,
             f"Probe: {m.get('batches')} batches, {m.get('tokens'):.0f} input rows, ridge "
             f"{m.get('ridge')}; costs are fractions of a full fine-tuning step at batch shape "
             f"{m.get('batch_shape')}, LoRA rank {m.get('lora_rank')}.",
@@ -237,19 +250,26 @@ class LayerCard:
         ax.set_xticks(x[ticks])
         ax.legend(fontsize=8)
         ax = fig.add_subplot(grid[:, 2])
-        im = ax.imshow(self.rho, vmin=0, vmax=max(1e-6, float(self.rho.max())), cmap="viridis")
-        ax.set_xticks(ticks, x[ticks])
-        ax.set_yticks(ticks, x[ticks])
-        for i in range(len(x) if len(x) <= 12 else 0):  # values only where they fit
-            for j in range(len(x)):
-                if i != j:
-                    ax.text(j, i, f"{self.rho[i, j]:.2f}", ha="center", va="center",
-                            fontsize=7, color="w" if self.rho[i, j] < 0.6 * self.rho.max()
-                            else "k")
-        null = self.meta.get("rho_null")
-        ax.set_title(f"coupling ρ (global {self.coupling:.2f}"
-                     + (f"; independent ≈ {null:.2f})" if null is not None else ")"), fontsize=10)
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        if self.has_coupling:
+            im = ax.imshow(self.rho, vmin=0, vmax=max(1e-6, float(self.rho.max())),
+                           cmap="viridis")
+            ax.set_xticks(ticks, x[ticks])
+            ax.set_yticks(ticks, x[ticks])
+            for i in range(len(x) if len(x) <= 12 else 0):  # values only where they fit
+                for j in range(len(x)):
+                    if i != j:
+                        ax.text(j, i, f"{self.rho[i, j]:.2f}", ha="center", va="center",
+                                fontsize=7, color="w" if self.rho[i, j] < 0.6 * self.rho.max()
+                                else "k")
+            null = self.meta.get("rho_null")
+            ax.set_title(f"coupling ρ (global {self.coupling:.2f}"
+                         + (f"; independent ≈ {null:.2f})" if null is not None else ")"),
+                         fontsize=10)
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        else:
+            ax.axis("off")
+            ax.text(0.5, 0.5, "coupling not measured\n(coupling=False)", ha="center",
+                    va="center", fontsize=11, transform=ax.transAxes)
         fig.suptitle(title or f"Layer Card ({self.meta.get('model', 'model')}, "
                      f"{self.meta.get('tokens', 0):.0f} probe rows)", fontsize=12)
         fig.tight_layout()
@@ -258,14 +278,15 @@ class LayerCard:
         return os.fspath(path)
 
 
-def probe_flops(pr: _probe.ProbeResult) -> float:
+def probe_flops(pr: _probe.ProbeResult, *, spectrum: bool = True) -> float:
     """FLOPs the card cost: XLA's count of the probe's batch steps (batch gradient, input
-    covariances, micro-batch gradient sketches) plus, per matrix, the dense linear algebra
-    done once at the end, which XLA's count does not see (LAPACK calls): the Cholesky factor
-    of ``Σ_λ`` (``d^3 / 3``) and ``L^{-1} G`` (``d^2 d_out``) for Res, and ``eigvalsh`` for
-    the energy's spectrum (``4 d^3 / 3``, the tridiagonal reduction), rounded up to
-    ``2 d^3 + 2 d^2 d_out``."""
-    tail = sum(2.0 * m.d_in**3 + 2.0 * m.d_in**2 * m.d_out for m in pr.matrices)
+    covariances, micro-batch gradient sketches when coupling is measured) plus, per matrix,
+    the dense linear algebra done once at the end, which XLA's count does not see (LAPACK
+    calls): the Cholesky factor of ``Σ_λ`` (``d^3 / 3``) and ``L^{-1} G`` (``d^2 d_out``) for
+    Res, and with ``spectrum`` ``eigvalsh`` for the energy's condition and effective rank
+    (``4 d^3 / 3`` for the tridiagonal reduction, rounded up to ``5 d^3 / 3``)."""
+    tail = sum(m.d_in**3 / 3.0 + float(m.d_in) ** 2 * m.d_out
+               + (5.0 * m.d_in**3 / 3.0 if spectrum else 0.0) for m in pr.matrices)
     return float(pr.flops + tail)
 
 
@@ -289,6 +310,8 @@ def compute(
     weights_key: str | None = "attention_mask",
     seed: int = 0,
     name: str = "model",
+    coupling: bool = True,
+    spectrum: bool = True,
 ) -> LayerCard:
     """Probes ``model`` on ``batches`` and builds its :class:`LayerCard`.
 
@@ -307,6 +330,12 @@ def compute(
       weights_key: batch key of the padding mask weighting ``Σ``'s rows.
       seed: seed of the sketches.
       name: model name shown on the card.
+      coupling: ``False``: skip the micro-batch gradient sketches (about one full step per
+        probe batch): ``rho`` is NaN off the diagonal, ``coupling`` NaN, and
+        ``place(objective='spread')`` refuses the card. Placements by Res (``max_quality``,
+        ``min_cost``) do not need it.
+      spectrum: ``False``: skip the covariance eigenvalues (``4 d^3 / 3`` per matrix):
+        ``condition`` and ``effective_rank`` are NaN; ``energy`` (``tr Σ``) stays.
 
     Returns:
       The :class:`LayerCard`.
@@ -319,12 +348,20 @@ def compute(
             and all(isinstance(v, int) and v >= 1 for v in batch_shape)):
         raise ValueError(f"layer_card.compute: batch_shape={batch_shape!r} must be (batch, "
                          "seq_len) with ints >= 1.")
+    for flag, v in (("coupling", coupling), ("spectrum", spectrum)):
+        if not isinstance(v, bool):
+            raise ValueError(f"layer_card.compute: {flag}={v!r} must be True or False.")
     pr = _probe.probe(model, batches, loss_fn, targets=targets, micro_batch=micro_batch,
-                      sketch_width=sketch_width, weights_key=weights_key, seed=seed)
+                      sketch_width=sketch_width, weights_key=weights_key, seed=seed,
+                      coupling=coupling)
     rows = []
+    nan = float("nan")
     for m in pr.matrices:
         sigma = m.moments.xx / max(float(m.moments.count), 1.0)
-        energy = jax.device_get(_stats.activation_energy(sigma, ridge=ridge))
+        if spectrum:
+            energy = jax.device_get(_stats.activation_energy(sigma, ridge=ridge))
+        else:
+            energy = {"trace": np.trace(sigma), "condition": nan, "effective_rank": nan}
         rows.append({
             "path": m.path, "layer": m.layer, "d_in": m.d_in, "d_out": m.d_out,
             "res": float(_stats.projected_residual_norm(m.grad, sigma, ridge=ridge)),
@@ -343,15 +380,22 @@ def compute(
     energy = per_layer(lambda rs: float(np.mean([r["energy"] for r in rs])))
     condition = per_layer(lambda rs: max(r["condition"] for r in rs))
     eff_rank = per_layer(lambda rs: float(np.mean([r["effective_rank"] for r in rs])))
-    rho = _stats.whitened_coupling_matrix(pr.sketches, ridge=coupling_ridge)
-    # The level independent layers would show with this many samples and dimensions (sample
-    # canonical correlations are biased upwards): the same estimate after permuting each
-    # layer's samples independently, which destroys every cross-layer dependence.
-    rng = np.random.default_rng(seed)
-    shuffled = np.stack([pr.sketches[rng.permutation(len(pr.sketches)), i]
-                         for i in range(pr.sketches.shape[1])], 1)
-    null = _stats.whitened_coupling_matrix(shuffled, ridge=coupling_ridge)
-    rho_null = float(null[~np.eye(len(layers), dtype=bool)].mean()) if len(layers) > 1 else 0.0
+    if coupling:
+        rho = _stats.whitened_coupling_matrix(pr.sketches, ridge=coupling_ridge)
+        # The level independent layers would show with this many samples and dimensions
+        # (sample canonical correlations are biased upwards): the same estimate after
+        # permuting each layer's samples independently, which destroys every cross-layer
+        # dependence.
+        rng = np.random.default_rng(seed)
+        shuffled = np.stack([pr.sketches[rng.permutation(len(pr.sketches)), i]
+                             for i in range(pr.sketches.shape[1])], 1)
+        null = _stats.whitened_coupling_matrix(shuffled, ridge=coupling_ridge)
+        rho_null = (float(null[~np.eye(len(layers), dtype=bool)].mean()) if len(layers) > 1
+                    else 0.0)
+        global_coupling = _stats.coupling(rho)
+    else:  # not measured
+        rho = np.where(np.eye(len(layers), dtype=bool), 0.0, nan)
+        rho_null = global_coupling = nan
 
     # Costs: the library's analytic model over a by-layer partition of the model's params.
     _, params, _ = nnx.split(model, nnx.Param, ...)
@@ -383,11 +427,12 @@ def compute(
         "sketch_dims": int(pr.sketches.shape[2]), "batch_shape": list(batch_shape),
         "targets": targets, "micro_batch": micro_batch, "rho_null": rho_null,
         "full_step_flops": float(full),
-        "probe_flops": probe_flops(pr),
+        "probe_flops": probe_flops(pr, spectrum=spectrum),
+        "coupling_measured": coupling, "spectrum_measured": spectrum,
     }
     return LayerCard(
         layers=layers, res=res, grad_norm=grad_norm, energy=energy, condition=condition,
         effective_rank=eff_rank, train_cost=train_cost, lora_cost=lora_cost,
         lora_params=lora_params, inference_flops=2.0 * lora_params, rho=rho,
-        coupling=_stats.coupling(rho), matrices=tuple(rows), meta=meta, dx_tail=dx_tail,
+        coupling=global_coupling, matrices=tuple(rows), meta=meta, dx_tail=dx_tail,
         forward=forward, dw=dw, lora_dw=lora_dw, layer_forward=layer_forward)

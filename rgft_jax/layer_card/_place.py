@@ -112,6 +112,11 @@ def place(
         raise ValueError(f"place: cost={cost!r}; allowed: 'lora', 'train'.")
     if not (isinstance(target, (int, float)) and 0 < target <= 1):
         raise ValueError(f"place: target={target!r} must be in (0, 1].")
+    if objective == "spread" and not card.has_coupling:
+        raise ValueError("place: objective='spread' needs the card's coupling rho, which this "
+                         "card did not measure (layer_card.compute(..., coupling=False)); "
+                         "allowed: 'max_quality' or 'min_cost', or a card computed with "
+                         "coupling=True.")
     card.set_cost((), cost, hit_rate=hit_rate)  # validates hit_rate against the card
     any_size = k is None
     k = n if any_size else k

@@ -107,6 +107,7 @@ class ProbeResult(NamedTuple):
     matrices: list[MatrixProbe]
     layers: list[int]  # the layers that hold targets, ascending
     sketches: np.ndarray  # float32 [samples, len(layers), k]: per-micro-batch gradient sketches
+    # ([0, L, 0] when probed with coupling=False)
     batches: int
     tokens: float  # weighted input rows seen by the first target
     flops: float = float("nan")  # XLA's count of the probe's compiled batch steps, summed
@@ -122,6 +123,7 @@ def probe(
     sketch_width: int = 2,
     weights_key: str | None = "attention_mask",
     seed: int = 0,
+    coupling: bool = True,
 ) -> ProbeResult:
     """Runs ``loss_fn`` on every batch and accumulates the Layer Card's raw statistics.
 
@@ -136,10 +138,14 @@ def probe(
       weights_key: batch key of a ``[B, T]`` 0/1 mask weighting input rows (padding rows
         do not enter ``Σ``); ``None`` or a missing key: every row counts.
       seed: seed of the sketch factors.
+      coupling: ``False``: no micro-batch gradient sketches (about one full step per batch
+        less; ``sketches`` then has no samples and ``micro_batch`` is not used).
 
     Returns:
       A :class:`ProbeResult`.
     """
+    if not isinstance(coupling, bool):
+        raise ValueError(f"layer_card.probe: coupling={coupling!r} must be True or False.")
     if not isinstance(micro_batch, int) or micro_batch < 1:
         raise ValueError(f"layer_card.probe: micro_batch={micro_batch!r} must be an int >= 1.")
     if not isinstance(sketch_width, int) or sketch_width < 1:
@@ -219,6 +225,8 @@ def probe(
         ks = {path: get(p, path)["kernel"] for path in kernels}
         (_, rec), grads = jax.value_and_grad(loss_of, has_aux=True)(ks, p, batch)
         moms = moments_of(rec, batch)
+        if not coupling:
+            return moms, grads, jnp.zeros((0, len(layers), 0), jnp.float32)
         rows = jax.tree.leaves(batch)[0].shape[0]
         micro = jax.tree.map(
             lambda x: jnp.reshape(x, (rows // micro_batch, micro_batch) + x.shape[1:]), batch)
@@ -239,7 +247,7 @@ def probe(
     for batch in batches:
         batch = {k: jnp.asarray(v) for k, v in batch.items()}
         rows = jax.tree.leaves(batch)[0].shape[0]
-        if rows % micro_batch:
+        if coupling and rows % micro_batch:
             raise ValueError(f"layer_card.probe: micro_batch={micro_batch} does not divide the "
                              f"batch of {rows} rows.")
         shape = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in batch.items()))

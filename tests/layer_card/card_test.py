@@ -89,12 +89,46 @@ def test_what_the_card_costs_is_counted(card):
     # XLA's count of the probe's steps (3 batches: the batch gradient, the micro-batch
     # gradients of the sketch, the covariances) plus the eigendecompositions at the end.
     m = card.meta
-    tail = sum(2.0 * r["d_in"] ** 3 + 2.0 * r["d_in"] ** 2 * r["d_out"] for r in card.matrices)
+    tail = sum(2.0 * r["d_in"] ** 3 + r["d_in"] ** 2 * r["d_out"] for r in card.matrices)
     steps = (m["probe_flops"] - tail) / m["full_step_flops"]
     assert np.isfinite(m["probe_flops"]) and tail > 0
     # Two gradients of every row per batch (the batch's, then the micro-batches'): at least
     # about two full steps per batch, and not wildly more.
     assert 3 * 1.8 < steps < 3 * 6, steps
+
+
+def test_a_card_without_coupling_or_spectrum_costs_less_and_says_so(card, tmp_path):
+    # The placement card: Res and costs as the full card's, no micro-batch sketches, no
+    # eigenvalues; what was not measured is NaN and 'spread' refuses it.
+    cheap = lc.compute(_model(), _batches(), _loss, num_heads=HEADS, batch_shape=(BATCH, SEQ),
+                       micro_batch=3, lora_rank=2, coupling=False, spectrum=False)
+    np.testing.assert_allclose(cheap.res, card.res, rtol=1e-5)
+    np.testing.assert_allclose(cheap.energy, card.energy, rtol=1e-5)
+    np.testing.assert_array_equal(cheap.train_cost, card.train_cost)
+    assert np.all(np.isnan(cheap.condition)) and np.all(np.isnan(cheap.effective_rank))
+    assert not cheap.has_coupling and card.has_coupling and np.isnan(cheap.coupling)
+    assert np.all(np.diag(cheap.rho) == 0) and cheap.meta["sketch_samples"] == 0
+    # One gradient per batch instead of two (at this toy size the covariances and the
+    # embeddings weigh more than on a real model: MiniLM's card drops by about a full step
+    # per batch), and no eigenvalues at the end.
+    m, full = cheap.meta, card.meta
+    steps = m["probe_flops"] / m["full_step_flops"]
+    assert 3 * 0.8 < steps < full["probe_flops"] / full["full_step_flops"] - 3 * 0.4, steps
+    tail = sum(r["d_in"] ** 3 / 3 + r["d_in"] ** 2 * r["d_out"] for r in cheap.matrices)
+    assert m["probe_flops"] > tail
+    a, b = lc.place(cheap, "max_quality", k=2), lc.place(card, "max_quality", k=2)
+    assert a.layers == b.layers and a.gain == pytest.approx(b.gain, rel=1e-5)
+    assert np.isnan(a.coupled_gain)
+    with pytest.raises(ValueError, match="objective='spread' needs the card's coupling"):
+        lc.place(cheap, "spread", k=2)
+    assert "Coupling: not measured" in cheap.to_markdown()
+    back = lc.LayerCard.from_json(cheap.to_json(tmp_path / "cheap.json"))
+    assert not back.has_coupling and np.all(np.isnan(back.condition))
+    with open(cheap.plot(tmp_path / "cheap.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="coupling='no' must be True or False"):
+        lc.compute(_model(), _batches(1), _loss, num_heads=HEADS, batch_shape=(BATCH, SEQ),
+                   coupling="no")
 
 
 def test_card_renders(card, tmp_path):
