@@ -17,18 +17,18 @@ Protocol, per regime and per (method, budget):
 Methods are any names of the methods registry (``rgft_jax.training.methods.names()``), so
 anchors registered there join by name, plus ``layer_card``: the Layer Card
 (:mod:`rgft_jax.layer_card`) of the cell's model on its first ``--card-batches`` training
-batches (Res and costs only: ``coupling=False, spectrum=False``) chooses the best set of
-layers to train within the budget (``place(card, 'max_quality', k=None, cost='train')``), and
-the ``layers`` method trains them; the probe's FLOPs (``card.meta['probe_flops']``: XLA's
-count of the probe's steps plus the Cholesky tail) come out of the budget and are added to
-the cell's GFLOPs and time. ``<name>+cache`` (``rgft``, ``rgft_depth``, ``rgft_layers``,
-``top_layers``, ``layer_card``) matches the budget on the *expected* step cost in the
-regime's activation cache (:meth:`rgft_jax.ComponentCosts.with_cache` with hit rate
-``(epochs - 1) / epochs`` in ``low_data``, 0 in ``one_pass``): RGFT's ``cache_hits``, top-layers' ``k``, the card's
+batches (Res and costs only: ``coupling=False, spectrum=False``) chooses the best set of layers
+to train within the budget (``place(card, 'max_quality', k=None, cost='train')``), and the
+``layers`` method trains them; the probe's FLOPs (``card.meta['probe_flops']``: XLA's count of
+the probe's steps plus the Cholesky tail) come out of the budget and are added to the cell's
+GFLOPs and time. ``<name>+cache`` (``rgft``, ``rgft_depth``, ``rgft_layers``, ``top_layers``,
+``layer_card``) matches the budget on the *expected* step cost in the regime's activation cache
+(:meth:`rgft_jax.ComponentCosts.with_cache` with hit rate ``(epochs - 1) / epochs`` in
+``low_data``, 0 in ``one_pass``): RGFT's ``cache_hits``, top-layers' ``k``, the card's
 ``hit_rate``. Methods with a budget run at every ``--budgets`` value: the RGFT variants,
-``layer_card`` and any constructor taking ``budget``; ``top_layers`` at the ``k`` whose
-FLOPs (cost model) match the budget; ``rgft_front`` spends ``--front`` of the steps in full
-steps; methods without a budget knob (``full``, ``lora``, ``bitfit``) run once.
+``layer_card`` and any constructor taking ``budget``; ``top_layers`` at the ``k`` whose FLOPs
+(cost model) match the budget; ``rgft_front`` spends ``--front`` of the steps in full steps;
+methods without a budget knob (``full``, ``lora``, ``bitfit``) run once.
 
 Regimes (MiniLM-L6 on CrowdFlower; batch 32 x 64 tokens):
 
