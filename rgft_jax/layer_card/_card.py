@@ -91,7 +91,7 @@ class LayerCard:
     @property
     def has_coupling(self) -> bool:
         """Whether ``rho`` was measured (``compute(..., coupling=False)`` leaves it NaN)."""
-        return bool(np.all(np.isfinite(self.rho)))
+        return bool(self.meta.get("coupling_measured", True) and np.all(np.isfinite(self.rho)))
 
     @property
     def gain(self) -> np.ndarray:
