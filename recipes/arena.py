@@ -3,9 +3,12 @@
 """The arena: every method measured the same way, resumably, with statistics.
 
 A *cell* is one run: ``(regime, method, budget, lr, seed)``. Every finished cell is appended
-to ``<out>/cells.jsonl`` at once (flushed and fsynced); a rerun with the same ``--out`` reads
-the file, skips the cells already there and never counts one twice, so the arena can be
-stopped, copied to another machine and continued.
+to ``<out>/cells.jsonl`` (or ``--cells``) at once (flushed and fsynced); a rerun with the same
+file reads it, skips the cells already there and never counts one twice, so the arena can be
+stopped, copied to another machine and continued. The cells the measurements in
+``docs/results.md`` come from are committed in ``docs/arena/cells.jsonl`` (``runs/`` is not
+kept between machines): ``--cells docs/arena/cells.jsonl`` extends them or, with
+``--report-only``, reports them again.
 
 Protocol, per regime and per (method, budget):
 
@@ -519,6 +522,9 @@ def parse_args(argv=None):
     p.add_argument("--front", type=float, default=0.1,
                    help="rgft_front: fraction of the steps trained in full first")
     p.add_argument("--out", default="runs/arena")
+    p.add_argument("--cells", default=None, metavar="JSONL",
+                   help="the cells file to read and append to (default: <out>/cells.jsonl); "
+                        "docs/arena/cells.jsonl holds the cells docs/results.md reports")
     p.add_argument("--report-only", action="store_true",
                    help="write the report from the cells already run; run nothing")
     p.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
@@ -581,7 +587,8 @@ def main(argv=None) -> int:
 
         jax.config.update("jax_compilation_cache_dir", os.path.join(a.out, "jax_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    store = CellStore(os.path.join(a.out, "cells.jsonl"))
+    os.makedirs(a.out, exist_ok=True)
+    store = CellStore(a.cells or os.path.join(a.out, "cells.jsonl"))
     print(f"arena: {len(store.done)} cells already done in {store.path}", flush=True)
     skipped: list[str] = []
 

@@ -110,6 +110,21 @@ def test_report_only_uses_the_stored_cells(tmp_path, monkeypatch):
     assert len(arena.load_cells(str(out / "cells.jsonl"))) == 2
 
 
+def test_cells_file_elsewhere_is_read_and_extended(tmp_path):
+    # --cells: the committed cells file is the store; --out only receives the report.
+    cells = tmp_path / "committed" / "cells.jsonl"
+    store = arena.CellStore(str(cells))
+    store.run(dict(regime="low_data", method="full", budget=None, lr=3e-4, seed=0),
+              lambda c: {"accuracy": 0.7, "gflops_total": 10.0, "train_time_s": 2.0,
+                         "evals": [], "history": []})
+    out = tmp_path / "report"
+    rc = arena.main(["--report-only", "--out", str(out), "--cells", str(cells), "--methods",
+                     "full", "--seeds", "0", "--lrs", "default", "--regimes", "low_data"])
+    assert rc == 0
+    assert "| low_data | full | - | 3e-04 | 1 | 0.7000 |" in (out / "arena.md").read_text()
+    assert not (out / "cells.jsonl").exists() and len(arena.load_cells(str(cells))) == 1
+
+
 def test_report_only_reuses_the_sweep_regimes_winner(tmp_path):
     out = tmp_path / "arena"
     store = arena.CellStore(str(out / "cells.jsonl"))
