@@ -25,7 +25,8 @@ to train within the budget (``place(card, 'max_quality', k=None, cost='train')``
 ``layers`` method trains them; the probe's FLOPs (``card.meta['probe_flops']``: XLA's count of
 the probe's steps plus the Cholesky tail) come out of the budget and are added to the cell's
 GFLOPs and time; ``layer_card:N`` probes only the first ``N`` examples of the cell's data
-order (a cheaper probe: the placement reads Res's ranking, not its value). ``<name>+cache`` (``rgft``, ``rgft_depth``, ``rgft_layers``, ``top_layers``,
+order (a cheaper probe: the placement reads Res's ranking, not its value).
+``<name>+cache`` (``rgft``, ``rgft_depth``, ``rgft_layers``, ``top_layers``,
 ``layer_card``) matches the budget on the *expected* step cost in the regime's activation cache
 (:meth:`rgft_jax.ComponentCosts.with_cache` with hit rate ``(epochs - 1) / epochs`` in
 ``low_data``, 0 in ``one_pass``): RGFT's ``cache_hits``, top-layers' ``k``, the card's
