@@ -122,13 +122,53 @@ def load_cells(path: str) -> dict[str, dict[str, Any]]:
     return done
 
 
-class CellStore:
-    """Append-only JSONL of finished cells; :meth:`run` skips the cells already stored."""
+def regime_setup(args, regime: str) -> dict[str, Any]:
+    """What every cell of ``regime`` depends on besides ``(method, budget, lr, seed)``: its
+    data (examples and epochs, or steps), batch shape, evaluation slice and the shared method
+    knobs. A cells file holds one setup per regime (:class:`CellStore` refuses a second)."""
+    data = ({"examples": args.low_data_examples, "epochs": args.epochs, "steps": args.steps}
+            if regime == "low_data" else {"steps": args.steps or args.one_pass_steps})
+    return {**data, "batch_size": args.batch_size, "max_length": args.max_length,
+            "eval_examples": args.eval_examples, "eval_every": args.eval_every,
+            "update_every": args.update_every, "card_batches": args.card_batches,
+            "front": args.front}
 
-    def __init__(self, path: str):
+
+def mixed_setups(done: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per regime whose cells were run under more than one setup (a report of
+    them would average different experiments)."""
+    seen: dict[str, set[str]] = {}
+    for rec in done.values():
+        seen.setdefault(rec["regime"], set()).add(json.dumps(rec.get("setup"), sort_keys=True))
+    return [f"{regime}: {len(s)} setups ({'; '.join(sorted(s))})"
+            for regime, s in sorted(seen.items()) if len(s) > 1]
+
+
+class CellStore:
+    """Append-only JSONL of finished cells; :meth:`run` skips the cells already stored.
+
+    ``setups`` (regime -> :func:`regime_setup`): every record the store writes carries its
+    regime's setup, and a file whose cells of one of these regimes were run under another
+    setup (or none recorded) is refused with :class:`ValueError` -- reusing them would mix
+    two experiments under one key. Without ``setups`` nothing is checked (reading a report).
+    """
+
+    def __init__(self, path: str, setups: Mapping[str, Mapping[str, Any]] | None = None):
         self.path = path
+        self.setups = {r: dict(s) for r, s in (setups or {}).items()}
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.done = load_cells(path)
+        for regime, want in self.setups.items():
+            clash = [r for r in self.done.values()
+                     if r["regime"] == regime and r.get("setup") != want]
+            if clash:
+                had = clash[0].get("setup")
+                diff = ("no setup recorded" if had is None else ", ".join(
+                    f"{k}={had.get(k)!r} (this run: {want.get(k)!r})"
+                    for k in sorted(set(had) | set(want)) if had.get(k) != want.get(k)))
+                raise ValueError(
+                    f"{path}: {len(clash)} {regime} cells were run under another setup "
+                    f"({diff}); rerun with their flags, or pass another --cells file.")
         # A run killed mid-write leaves a torn last line: end it, or the next record would
         # be glued to it and lost.
         if os.path.exists(path) and os.path.getsize(path):
@@ -144,6 +184,8 @@ class CellStore:
             return self.done[key]
         rec = {**fn(cell), **{k: cell[k] for k in ("regime", "method", "budget", "lr", "seed")}}
         rec["cell"] = key
+        if cell["regime"] in self.setups:
+            rec["setup"] = self.setups[cell["regime"]]
         with open(self.path, "a") as f:
             f.write(json.dumps(rec, default=float) + "\n")
             f.flush()
@@ -511,6 +553,10 @@ def write_outputs(out: str, records: Sequence[Mapping[str, Any]], *, command: st
           "to first reach full FT's mean final accuracy minus 1 point (linear interpolation "
           "between evaluations; (k/n): seeds that reached it); acc @ equal GFLOPs: at the "
           "regime's smallest mean total GFLOPs.", ""]
+    setups = {r["regime"]: r.get("setup") for r in records}
+    md += [f"- {regime} setup: " + (", ".join(f"{k}={v}" for k, v in st.items())
+                                    if st else "not recorded")
+           for regime, st in setups.items()] + ([""] if setups else [])
     md += [f"- {n}" for n in notes] + ([""] if notes else [])
     md += [f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in figures]
     with open(os.path.join(out, "arena.md"), "w") as f:
@@ -609,6 +655,19 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     command = "python -m recipes.arena " + " ".join(argv if argv is not None else sys.argv[1:])
     t0 = time.time()
+    os.makedirs(a.out, exist_ok=True)
+    path = a.cells or os.path.join(a.out, "cells.jsonl")
+    try:
+        store = CellStore(path, None if a.report_only else
+                          {r: regime_setup(a, r) for r in a.regimes})
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.report_only and (mixed := mixed_setups(
+            {k: r for k, r in store.done.items() if r["regime"] in a.regimes})):
+        print(f"error: {path}: cells of one regime under several setups: "
+              + " | ".join(mixed), file=sys.stderr)
+        return 2
     if a.report_only:
         def run(cell):
             raise Infeasible("not run yet (--report-only)")
@@ -626,8 +685,6 @@ def main(argv=None) -> int:
 
         jax.config.update("jax_compilation_cache_dir", os.path.join(a.out, "jax_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    os.makedirs(a.out, exist_ok=True)
-    store = CellStore(a.cells or os.path.join(a.out, "cells.jsonl"))
     print(f"arena: {len(store.done)} cells already done in {store.path}", flush=True)
     skipped: list[str] = []
 

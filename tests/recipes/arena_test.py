@@ -318,3 +318,53 @@ def test_layer_card_cells_end_to_end_on_the_real_model(tmp_path):
     assert 0.15 < small["probe_steps"] / b["probe_steps"] < 0.5
     assert arena.main(argv) == 0  # a rerun skips the finished cells
     assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 3
+
+
+def _args(argv=()):
+    return arena.parse_args(["--regimes", "low_data,one_pass", *argv])
+
+
+def test_a_cells_file_holds_one_setup_per_regime(tmp_path):
+    path = str(tmp_path / "c.jsonl")
+    setups = {r: arena.regime_setup(_args(["--low-data-examples", "1024"]), r)
+              for r in ("low_data", "one_pass")}
+    assert setups["low_data"]["examples"] == 1024 and "examples" not in setups["one_pass"]
+    _protocol(arena.CellStore(path, setups), _fake([]))
+    assert all(r["setup"] == setups["low_data"] for r in arena.load_cells(path).values())
+    calls = []  # the same setup resumes
+    _protocol(arena.CellStore(path, setups), _fake(calls))
+    assert calls == []
+    # Another low_data subset would silently reuse cells of a different experiment: refused.
+    other = {"low_data": arena.regime_setup(_args(["--low-data-examples", "2048"]), "low_data")}
+    with pytest.raises(ValueError, match=r"8 low_data cells were run under another setup "
+                                         r"\(examples=1024 \(this run: 2048\)\)"):
+        arena.CellStore(path, other)
+    # one_pass cells may join the file; its low_data cells are untouched by a one_pass run.
+    arena.CellStore(path, {"one_pass": setups["one_pass"]})
+    legacy = str(tmp_path / "legacy.jsonl")
+    _protocol(arena.CellStore(legacy), _fake([]))
+    with pytest.raises(ValueError, match="no setup recorded"):
+        arena.CellStore(legacy, setups)
+
+
+def test_arena_refuses_another_setup_and_a_mixed_report(tmp_path, capsys):
+    out = tmp_path / "arena"
+    path = str(out / "cells.jsonl")
+    a = _args(["--low-data-examples", "1024"])
+    arena.CellStore(path, {"low_data": arena.regime_setup(a, "low_data")}).run(
+        dict(regime="low_data", method="full", budget=None, lr=3e-4, seed=0),
+        lambda c: {"accuracy": 0.7, "gflops_total": 10.0, "train_time_s": 2.0, "evals": [],
+                   "history": []})
+    flags = ["--out", str(out), "--methods", "full", "--seeds", "0", "--lrs", "default",
+             "--regimes", "low_data"]
+    assert arena.main([*flags, "--low-data-examples", "2048"]) == 2  # before any model loads
+    assert "examples=1024 (this run: 2048)" in capsys.readouterr().err
+    assert arena.main(["--report-only", *flags]) == 0
+    assert "low_data setup: examples=1024, epochs=3" in (out / "arena.md").read_text()
+    arena.CellStore(path).run(  # a second setup in the same file (written without a check)
+        dict(regime="low_data", method="full", budget=None, lr=3e-4, seed=1),
+        lambda c: {"accuracy": 0.7, "gflops_total": 10.0, "train_time_s": 2.0, "evals": [],
+                   "history": []})
+    assert arena.main(["--report-only", *flags]) == 2
+    assert "cells of one regime under several setups: low_data: 2 setups" in (
+        capsys.readouterr().err)
