@@ -435,6 +435,8 @@ ARENA_COLUMNS = (
     ("p_full", "p vs full", "{:.3f}"),
     ("vs_heuristic", "vs best heuristic", "{}"),
     ("p_heuristic", "p vs heuristic", "{:.3f}"),
+    ("vs_anchor", "vs best anchor", "{}"),
+    ("p_anchor", "p vs anchor", "{:.3f}"),
     ("gflops_ratio", "GFLOPs / full", "{:.2f}"),
     ("time_ratio", "time / full", "{:.2f}"),
     ("ttq_gflops_text", "TTQ GFLOPs", "{}"),
@@ -451,7 +453,8 @@ def _pm(mean: float, std: float, fmt: str = "{:.4f}") -> str:
 
 def arena_summary(
     records: Sequence[Mapping[str, Any]], *, reference: str = "full",
-    heuristics: Sequence[str] = (), metric: str = "accuracy", tolerance: float = 0.01,
+    heuristics: Sequence[str] = (), anchors: Sequence[str] = (), metric: str = "accuracy",
+    tolerance: float = 0.01,
 ) -> list[dict[str, Any]]:
     """Per (regime, method, budget): mean ± std over seeds, p-values, time-to-quality.
 
@@ -462,6 +465,8 @@ def arena_summary(
     * ``p_full``: paired t-test (by seed) against the ``reference`` method;
     * ``p_heuristic``: against the best of ``heuristics`` (highest mean) at the same budget
       (``budget=None`` heuristics count at every budget), named in ``vs_heuristic``;
+    * ``p_anchor`` / ``vs_anchor``: the same against the best of ``anchors`` (the published
+      methods; a subset of ``heuristics`` or not), for every method that is not one of them;
     * time-to-quality: the target is the reference's mean final ``metric`` minus
       ``tolerance``; ``ttq_gflops`` / ``ttq_time_s`` average the seeds that reach it
       (:func:`time_to_quality`); ``ttq_reached`` counts them;
@@ -504,13 +509,14 @@ def arena_summary(
                 row["time_ratio"] = row["train_time_s"] / ref_t
             if ref_runs and key != ref:
                 row["p_full"] = _paired(runs, ref_runs, metric)
-            cands = [k for k in keys if k[1] in heuristics and k != key
-                     and (k[2] is None or budget is None or k[2] == budget)]
-            if cands and method not in heuristics and method != reference:
-                best = max(cands, key=lambda k: means[k])
-                row["vs_heuristic"] = best[1] + ("" if best[2] is None else f"@{best[2]:g}")
-                row["p_heuristic"] = _paired(runs, {r["seed"]: r for r in groups[best]},
-                                             metric)
+            for names, col in ((heuristics, "heuristic"), (anchors, "anchor")):
+                cands = [k for k in keys if k[1] in names and k != key
+                         and (k[2] is None or budget is None or k[2] == budget)]
+                if cands and method not in names and method != reference:
+                    best = max(cands, key=lambda k: means[k])
+                    row[f"vs_{col}"] = best[1] + ("" if best[2] is None else f"@{best[2]:g}")
+                    row[f"p_{col}"] = _paired(runs, {r["seed"]: r for r in groups[best]},
+                                              metric)
             if target is not None:
                 hits = [time_to_quality(r.get("evals", ()), target, metric=metric)
                         for r in runs]

@@ -110,6 +110,21 @@ def test_arena_summary_hand_computed():
     assert by["rgft"]["p_heuristic"] == pytest.approx(
         reporting.paired_ttest(rg, top)[1])
     assert "p_heuristic" not in by["top_layers"]  # a heuristic is not tested against itself
+    assert "p_anchor" not in by["rgft"]  # no anchors named: no anchor column
+    # Anchors: BAdam (no budget: counts at every budget) beats GreenTrainer@0.45 on the mean,
+    # so it is the best anchor of rgft; GreenTrainer@0.3 is another budget and never counts.
+    gt, badam = [0.70, 0.71, 0.75], [0.79, 0.80, 0.82]
+    recs2 = (recs + [_record("green_trainer", 0.45, s, a, 80.0) for s, a in enumerate(gt)]
+             + [_record("green_trainer", 0.3, s, 0.99, 60.0) for s in range(3)]
+             + [_record("badam", None, s, a, 120.0) for s, a in enumerate(badam)])
+    by2 = {(r["method"], r["budget"]): r for r in reporting.arena_summary(
+        recs2, heuristics=("top_layers", "green_trainer", "badam"),
+        anchors=("green_trainer", "badam"))}
+    assert by2["rgft", 0.45]["vs_anchor"] == "badam"
+    assert by2["rgft", 0.45]["p_anchor"] == pytest.approx(reporting.paired_ttest(rg, badam)[1])
+    assert by2["top_layers", 0.45]["vs_anchor"] == "badam"  # heuristics face the anchors too
+    assert "vs_anchor" not in by2["badam", None]  # an anchor is not tested against anchors
+    assert "p_anchor" not in by2["full", None]
     assert by["rgft"]["gflops_ratio"] == pytest.approx(0.5)
     target = np.mean(full) - 0.01
     assert by["rgft"]["target"] == pytest.approx(target)
