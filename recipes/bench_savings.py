@@ -109,20 +109,29 @@ def top_layers_for_budget(part, costs, num_layers: int, budget: float) -> tuple[
     return best
 
 
-def top_layers_k(bcfg, num_labels: int, batch_shape: tuple[int, int],
-                 budget: float, hit_rate: float = 0.0) -> tuple[int, float]:
-    """``top_layers``'s ``k`` matched to ``budget`` by the cost model the budgeted masks use
-    (``hit_rate``: the expected cost when that fraction of steps reads the activation
-    cache, :meth:`rgft_jax.ComponentCosts.with_cache`)."""
-    from rgft_jax.models import bert
+def top_layers_k_of(params, num_heads: int, num_layers: int, batch_shape: tuple[int, int],
+                    budget: float, hit_rate: float = 0.0) -> tuple[int, float]:
+    """``top_layers``'s ``k`` matched to ``budget`` by the cost model the budgeted masks use,
+    for any transformer's ``params`` (abstract shapes suffice; ``hit_rate``: the expected
+    cost when that fraction of steps reads the activation cache,
+    :meth:`rgft_jax.ComponentCosts.with_cache`). Returns ``(k, cost fraction)``."""
     from rgft_jax.training import methods
     from rgft_jax.training._components import costs_for
 
-    params = bert.abstract_params(bcfg, num_labels=num_labels)
-    part = methods.rgft(budget=budget).partition(params, bcfg.num_attention_heads)
-    costs = costs_for(part, params, bcfg.num_attention_heads, bcfg.num_hidden_layers,
-                      batch_shape, "top_layers_k").with_cache(hit_rate)
-    return top_layers_for_budget(part, costs, bcfg.num_hidden_layers, budget)
+    part = methods.rgft(budget=budget).partition(params, num_heads)
+    costs = costs_for(part, params, num_heads, num_layers, batch_shape,
+                      "top_layers_k").with_cache(hit_rate)
+    return top_layers_for_budget(part, costs, num_layers, budget)
+
+
+def top_layers_k(bcfg, num_labels: int, batch_shape: tuple[int, int],
+                 budget: float, hit_rate: float = 0.0) -> tuple[int, float]:
+    """:func:`top_layers_k_of` of the BERT classifier of ``bcfg``."""
+    from rgft_jax.models import bert
+
+    return top_layers_k_of(bert.abstract_params(bcfg, num_labels=num_labels),
+                           bcfg.num_attention_heads, bcfg.num_hidden_layers, batch_shape,
+                           budget, hit_rate)
 
 
 def method_spec(name: str, args, top_k: int) -> tuple[str, dict[str, Any]]:

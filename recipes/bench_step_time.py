@@ -97,17 +97,13 @@ class SyntheticLMBatches:
 def _lm_top_layers_k(cfg, batch_shape, budget):
     from flax import nnx
 
-    from recipes.bench_savings import top_layers_for_budget
+    from recipes.bench_savings import top_layers_k_of
     from rgft_jax.models import llama
-    from rgft_jax.training import methods
-    from rgft_jax.training._components import costs_for
 
     params = nnx.to_pure_dict(nnx.state(nnx.eval_shape(
         lambda: llama.LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))), nnx.Param))
-    part = methods.rgft(budget=budget).partition(params, cfg.num_attention_heads)
-    costs = costs_for(part, params, cfg.num_attention_heads, cfg.num_hidden_layers,
-                      batch_shape, "top_layers_k")
-    return top_layers_for_budget(part, costs, cfg.num_hidden_layers, budget)
+    return top_layers_k_of(params, cfg.num_attention_heads, cfg.num_hidden_layers,
+                           batch_shape, budget)
 
 
 def _lm_model(a, cfg):

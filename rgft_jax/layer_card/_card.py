@@ -404,9 +404,15 @@ def compute(
     num_layers = 1 + max(max(layers), max((c.layer for c in part.components), default=0))
     batch, seq_len = batch_shape
     tokens = batch * seq_len
+    # A causal LM's output matmul is counted as the Trainer's cost model counts it (tied or
+    # not): without it a decoder's full step, and every fraction of it, would be too small.
+    from rgft_jax.training._components import output_head
+
+    lm_head = output_head(params)
     costs = analytic_costs(part, tokens=tokens, seq_len=seq_len, batch=batch,
                            num_layers=num_layers, hidden=_hidden(pr.matrices),
-                           num_heads=num_heads)
+                           num_heads=num_heads, head_rows=tokens if lm_head else None,
+                           output_head=lm_head)
     full = costs.full
     comp_of_layer = {c.layer: c.index for c in part.components if c.layer >= 0}
     dw = np.asarray([costs.dw[comp_of_layer[layer]] / full for layer in layers])

