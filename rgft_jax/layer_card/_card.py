@@ -26,7 +26,7 @@ from flax import nnx
 
 from rgft_jax._src import components as comp_lib
 from rgft_jax._src import presets
-from rgft_jax._src.budget import analytic_costs
+from rgft_jax._src.budget import analytic_costs, output_head
 from rgft_jax.layer_card import _probe, _stats
 
 __all__ = ["LayerCard", "compute"]
@@ -406,8 +406,6 @@ def compute(
     tokens = batch * seq_len
     # A causal LM's output matmul is counted as the Trainer's cost model counts it (tied or
     # not): without it a decoder's full step, and every fraction of it, would be too small.
-    from rgft_jax.training._components import output_head
-
     lm_head = output_head(params)
     costs = analytic_costs(part, tokens=tokens, seq_len=seq_len, batch=batch,
                            num_layers=num_layers, hidden=_hidden(pr.matrices),

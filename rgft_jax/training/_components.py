@@ -15,16 +15,12 @@ import jax
 
 from rgft_jax._src import components as comp_lib
 from rgft_jax._src import presets
+from rgft_jax._src.budget import HEAD_REGEX as HEAD_REGEX
+from rgft_jax._src.budget import LM_HEAD_REGEX as LM_HEAD_REGEX
+from rgft_jax._src.budget import TIED_HEAD_REGEX as TIED_HEAD_REGEX
 from rgft_jax._src.budget import ComponentCosts, analytic_costs
+from rgft_jax._src.budget import output_head as output_head
 
-#: Task heads are trained by every method and never masked: they start from scratch.
-HEAD_REGEX = r"^(?:classifier|head|pooler)/"
-#: A causal LM's output projection: an untied ``lm_head`` or, with none, the tied word
-#: embedding. It is pretrained, so not a task head: a component like any other leaf (the
-#: ``'heads'`` preset makes it a whole-leaf component; LoRA and the top-layer methods leave
-#: it frozen). The cost model counts its matmuls at one row per token.
-LM_HEAD_REGEX = r"(?:^|/)lm_head/kernel$"
-TIED_HEAD_REGEX = r"^(?:embeddings/word/embedding|embed_tokens/embedding|wte/embedding)$"
 #: Named granularities of a method's ``components=``.
 COMPONENTS = ("heads", "leaves", "layers")
 #: ``embeddings=`` -> the ``embeddings=`` of :func:`rgft_jax.components.transformer`.
@@ -49,20 +45,6 @@ def kv_heads(params: Any) -> int | None:
     return None
 
 
-def output_head(params: Any) -> str | None:
-    """The regex of the LM head leaf of ``params``, or ``None`` for a classifier.
-
-    A tree with a task head (:data:`HEAD_REGEX`) has no LM head; else the ``lm_head``
-    kernel, or with none the word embedding (tied LM head, as SmolLM2 and GPT-2).
-    """
-    paths = [comp_lib.key_path_to_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(
-        params)[0]]
-    if any(re.search(HEAD_REGEX, p) for p in paths):
-        return None
-    for rx in (LM_HEAD_REGEX, TIED_HEAD_REGEX):
-        if any(re.search(rx, p) for p in paths):
-            return rx
-    return None
 
 
 def component_rules(
