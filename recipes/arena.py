@@ -57,6 +57,9 @@ FT's final accuracy minus 1 point in GFLOPs and seconds, accuracy at equal GFLOP
     python -m recipes.arena --regimes low_data --budgets 0.45 --seeds 0,1,2 --lrs default \\
         --methods full,top_layers,rgft,rgft_depth,rgft_front --steps 40    # a reduced run
     python -m recipes.arena --regimes low_data,one_pass --sweep-in low_data ...  # sweep once
+    python -m recipes.arena --regimes instruct --methods full,top_layers+cache,layer_card:8+cache \
+        --budgets 0.45 --lrs 1e-4 --lm-examples 128 --lm-batch-size 4 --epochs 2 \
+        --max-length 48 --eval-examples 64 --eval-every 32 --out runs/arena_instruct  # SmolLM2
 """
 
 from __future__ import annotations
