@@ -272,3 +272,34 @@ def test_compute_rejects_bad_arguments():
         lc.probe(_model(), _batches(1), _loss, micro_batch=3)
     with pytest.raises(ValueError, match="batches is empty"):
         lc.probe(_model(), [], _loss)
+
+
+def test_greedy_placement_on_a_deep_card_is_not_spent_on_one_low_layer():
+    # 30 layers (2^30 sets: the greedy path). Res falls with depth as on SmolLM2; the backprop
+    # from a low layer costs most of the budget, so the one layer of largest Res that fits
+    # is a poor answer next to a block of upper layers.
+    n = 30
+    res = np.linspace(30.0, 5.0, n)
+    zeros = np.zeros(n)
+    c = lc.LayerCard(
+        layers=tuple(range(n)), res=res, grad_norm=zeros + 1, energy=zeros + 1,
+        condition=zeros + 1, effective_rank=zeros + 1, train_cost=zeros, lora_cost=zeros,
+        lora_params=zeros, inference_flops=zeros, rho=np.zeros((n, n)), coupling=0.0,
+        matrices=(), meta={}, dx_tail=np.linspace(0.6, 0.02, n), forward=0.3,
+        dw=np.full(n, 0.01), lora_dw=np.full(n, 0.002))
+    got = lc.place(c, "max_quality", k=None, budget=0.45, cost="train")
+    assert not got.exact and got.cost <= 0.45 + 1e-12
+    single = max((i for i in range(n) if c.set_cost((i,), "train") <= 0.45),
+                 key=lambda i: res[i])  # what the plain greedy chose
+    assert got.gain > 1.5 * 0.5 * res[single] ** 2
+    # Against the best set of each lowest layer (exact here: every layer above it costs the
+    # same, so the top-gain layers above it are optimal for that lowest layer).
+    best = 0.0
+    for low in range(n):
+        s = [low]
+        for layer in sorted(range(low + 1, n), key=lambda i: -res[i]):
+            if c.set_cost(tuple(sorted(s + [layer])), "train") <= 0.45:
+                s.append(layer)
+        if c.set_cost(tuple(sorted(s)), "train") <= 0.45:
+            best = max(best, float(sum(0.5 * res[s] ** 2)))
+    assert got.gain == pytest.approx(best)
