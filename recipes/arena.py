@@ -25,15 +25,21 @@ to train within the budget (``place(card, 'max_quality', k=None, cost='train')``
 ``layers`` method trains them; the probe's FLOPs (``card.meta['probe_flops']``: XLA's count of
 the probe's steps plus the Cholesky tail) come out of the budget and are added to the cell's
 GFLOPs and time; ``layer_card:N`` probes only the first ``N`` examples of the cell's data
-order (a cheaper probe: the placement reads Res's ranking, not its value).
+order (a cheaper probe: the placement reads Res's ranking, not its value). ``mftc`` is MFTC's
+module search inside the budget: the first-order estimate of every (layer, candidate) switch,
+candidates off / sparse / LoRA-8 (:func:`rgft_jax.search.first_order`: one gradient per
+model on the same probe batches; ``mftc:N`` on ``N`` examples), is the predicted gain, and
+:func:`rgft_jax.search.solve_flops` chooses the configuration whose step FLOPs (backprop
+depth included) fit what the probe leaves of the budget; ``searched`` trains it.
 ``<name>+cache`` (``rgft``, ``rgft_depth``, ``rgft_layers``, ``top_layers``,
-``layer_card``) matches the budget on the *expected* step cost in the regime's activation cache
-(:meth:`rgft_jax.ComponentCosts.with_cache` with hit rate ``(epochs - 1) / epochs`` in
-``low_data``, 0 in ``one_pass``): RGFT's ``cache_hits``, top-layers' ``k``, the card's
-``hit_rate``. Methods with a budget run at every ``--budgets`` value: the RGFT variants,
-``layer_card`` and any constructor taking ``budget``; ``top_layers`` at the ``k`` whose FLOPs
-(cost model) match the budget; ``rgft_front`` spends ``--front`` of the steps in full steps;
-methods without a budget knob (``full``, ``lora``, ``bitfit``) run once.
+``layer_card``, ``mftc``) matches the budget on the *expected* step cost in the regime's
+activation cache (:meth:`rgft_jax.ComponentCosts.with_cache` with hit rate
+``(epochs - 1) / epochs`` in ``low_data``, 0 in ``one_pass``): RGFT's ``cache_hits``,
+top-layers' ``k``, the card's ``hit_rate``, MFTC's step costs. Methods with a budget run at
+every ``--budgets`` value: the RGFT variants, ``layer_card``, ``mftc`` and any constructor
+taking ``budget``; ``top_layers`` at the ``k`` whose FLOPs (cost model) match the budget;
+``rgft_front`` spends ``--front`` of the steps in full steps; methods without a budget
+knob (``full``, ``lora``, ``bitfit``) run once.
 
 Regimes (CrowdFlower's tweets; ``--max-length`` 64 tokens):
 
@@ -96,10 +102,15 @@ BUDGET_KNOBS = {"green_trainer": "rho"}
 #: cost-model FLOPs match the budget (LISA's / random-k's layers may sit lower than the top
 #: ones and cost more backprop: the measured GFLOPs say so).
 LAYER_KNOBS = {"lisa": "n_layers", "random_layers": "n_layers"}
-#: Methods the arena builds itself (not registry names): the Layer Card's placement.
-ARENA_METHODS = ("layer_card",)
+#: Methods the arena builds itself (not registry names): the Layer Card's placement and
+#: MFTC's search on the first-order estimate.
+ARENA_METHODS = ("layer_card", "mftc")
 #: Methods whose budget can count the activation cache (``<name>+cache``).
-CACHE_AWARE = ("rgft", "rgft_depth", "rgft_layers", "top_layers", "layer_card")
+CACHE_AWARE = ("rgft", "rgft_depth", "rgft_layers", "top_layers", *ARENA_METHODS)
+#: MFTC's candidates per layer in the arena, and its adapters' learning-rate ratio (the
+#: module-search recipe's).
+MFTC_CANDIDATES = ("off", "sparse", "lora8")
+MFTC_LORA_SCALE = 5.0
 CACHE_SUFFIX = "+cache"
 #: ``layer_card:N``: the card probes the first ``N`` examples of the cell's data order.
 PROBE_SEP = ":"
@@ -247,19 +258,19 @@ def base_method(name: str) -> tuple[str, bool]:
 
 
 def probe_examples(name: str) -> int | None:
-    """The examples the Layer Card of ``layer_card:N[+cache]`` probes (``N``), or ``None``
-    (``layer_card``: its ``--card-batches`` whole batches).
+    """The examples the probe of ``layer_card:N[+cache]`` / ``mftc:N[+cache]`` reads
+    (``N``), or ``None`` (its ``--card-batches`` whole batches).
 
     Raises:
-      ValueError: ``N`` is not an int >= 1, or the method is not ``layer_card``.
+      ValueError: ``N`` is not an int >= 1, or the method is not an arena method.
     """
     core = name[:-len(CACHE_SUFFIX)] if name.endswith(CACHE_SUFFIX) else name
     if PROBE_SEP not in core:
         return None
     base, n = core.split(PROBE_SEP, 1)
-    if base != "layer_card":
-        raise ValueError(f"method {name!r}: only layer_card takes a probe size "
-                         f"(layer_card{PROBE_SEP}N[+cache]).")
+    if base not in ARENA_METHODS:
+        raise ValueError(f"method {name!r}: only {' and '.join(ARENA_METHODS)} take a probe "
+                         f"size (e.g. layer_card{PROBE_SEP}N[+cache]).")
     if not n.isdigit() or int(n) < 1:
         raise ValueError(f"method {name!r}: the probe size {n!r} must be an int >= 1.")
     return int(n)
@@ -504,7 +515,7 @@ def method_kwargs(name: str, budget: Any, lr: float, seed: int, steps: int, args
     kw: dict[str, Any] = dict(learning_rate=lr, name=label, seed=seed)
     if name == "top_layers":
         return {**kw, "k": top_k(budget, hits)}
-    if name == "layer_card":  # the layers come from the card (run_cell)
+    if name in ARENA_METHODS:  # the layers / configuration come from a probe (run_cell)
         return {**kw, "budget": budget, "hit_rate": hits}
     ctor = methods.get(name)
     if cached:
@@ -539,13 +550,14 @@ def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
                        lambda b, hits=0.0: ctx.top_k(regime, b, hits), ctx.hit_rate(regime))
     t0 = time.time()
     model = fam.model(cell["seed"])
-    card = None
-    if base_method(cell["method"])[0] == "layer_card":
-        card = card_placement(ctx, model, regime, cell["seed"], steps, kw.pop("budget"),
-                              kw.pop("hit_rate"), examples=probe_examples(cell["method"]))
-        kw["layers"] = card["layers"]
+    card, base = None, base_method(cell["method"])[0]
+    if base in ARENA_METHODS:  # a probe chooses what trains; it is paid out of the budget
+        place = card_placement if base == "layer_card" else mftc_placement
+        card = place(ctx, model, regime, cell["seed"], steps, kw.pop("budget"),
+                     kw.pop("hit_rate"), examples=probe_examples(cell["method"]))
+        kw.update(card.pop("kwargs"))
     try:
-        method = methods.get("layers" if card else base_method(cell["method"])[0])(**kw)
+        method = methods.get(card.pop("method") if card else base)(**kw)
         tr = Trainer(model, method, TrainConfig(steps=steps, seed=cell["seed"], task=fam.task,
                                                 progress=False, log_every=1),
                      num_heads=fam.num_heads, num_layers=fam.num_layers,
@@ -569,7 +581,7 @@ def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
         "compilations": s["compilations"], "probe_steps": s["probe_steps"],
         "cache_hit_steps": s.get("cache_hit_steps", 0),
         "cache_fill_steps": s.get("cache_fill_steps", 0),
-        "kwargs": {k: v for k, v in kw.items() if k != "name"},
+        "kwargs": {k: v for k, v in kw.items() if k not in ("name", "nodes")},
         "evals": [shifted(e, extra) for e in tr.eval_history],
         "history": [shifted({k: h[k] for k in ("step", "loss", "gflops_cum") if k in h}, extra)
                     for h in tr.history],
@@ -598,17 +610,10 @@ def card_placement(ctx: Context, model, regime: str, seed: int, steps: int, budg
     """
     import numpy as np
 
-    from rgft_jax import data, layer_card
+    from rgft_jax import layer_card
 
     a, fam, size = ctx.args, ctx.family(regime), ctx.batch_size(regime)
-    it = data.TrainIterator(ctx.train_source(regime), batch_size=size, seed=seed,
-                            batch_fn=fam.batcher)
-    if examples is None:
-        batches = [next(it) for _ in range(a.card_batches)]
-    else:  # a sub-batch probe: the placement reads Res, whose ranking needs few examples
-        first = [next(it) for _ in range(-(-examples // size))]
-        batches = [{k: np.concatenate([np.asarray(b[k]) for b in first])[:examples]
-                    for k in first[0]}]
+    batches = probe_batches(ctx, regime, seed, examples)
     if fam.task != "classification":  # Sigma's rows: every real token, no padding
         batches = [{**b, "attention_mask": (np.asarray(b["segment_ids"]) > 0).astype(np.int32)}
                    for b in batches]
@@ -632,10 +637,96 @@ def card_placement(ctx: Context, model, regime: str, seed: int, steps: int, budg
     except ValueError as e:
         raise Infeasible(f"the card's probe spends {probe_steps / steps:.3f} of the budget; "
                          f"{str(e).splitlines()[0]}") from e
-    return {"layers": list(placed.layers), "predicted_cost": placed.cost, "budget_left": left,
+    return {"method": "layers", "kwargs": {"layers": list(placed.layers)},
+            "layers": list(placed.layers), "predicted_cost": placed.cost, "budget_left": left,
             "res": card.res.tolist(), "probe_steps": probe_steps,
             "probe_examples": int(len(next(iter(batches[0].values())))) * len(batches),
             "gflops": card.meta["probe_flops"] / 1e9, "time_s": seconds}
+
+
+def probe_batches(ctx: Context, regime: str, seed: int, examples: int | None = None):
+    """What a placement probe reads: the first ``--card-batches`` batches of the cell's data
+    order, or (``examples``) its first ``examples`` examples as one batch."""
+    import numpy as np
+
+    from rgft_jax import data
+
+    a, fam, size = ctx.args, ctx.family(regime), ctx.batch_size(regime)
+    it = data.TrainIterator(ctx.train_source(regime), batch_size=size, seed=seed,
+                            batch_fn=fam.batcher)
+    if examples is None:
+        return [next(it) for _ in range(a.card_batches)]
+    # A sub-batch probe: the placements read rankings, which need few examples.
+    first = [next(it) for _ in range(-(-examples // size))]
+    return [{k: np.concatenate([np.asarray(b[k]) for b in first])[:examples] for k in first[0]}]
+
+
+def mftc_placement(ctx: Context, model, regime: str, seed: int, steps: int, budget: float,
+                   hit_rate: float, *, examples: int | None = None) -> dict[str, Any]:
+    """MFTC's search within ``budget``: the first-order estimate of every (layer, candidate)
+    switch (:func:`rgft_jax.search.first_order` on :func:`probe_batches`: one gradient per
+    model) as the predicted gain, and :func:`rgft_jax.search.solve_flops` on the cost model's
+    step FLOPs (backprop depth included; the expected cost in the activation cache with
+    ``hit_rate``) within what the probe leaves of the budget.
+
+    Raises:
+      Infeasible: when no configuration fits what the probe leaves of the budget.
+    """
+    from flax import nnx
+
+    from rgft_jax import search
+    from rgft_jax._src import components as comp_lib
+    from rgft_jax.adapters import add_lora
+    from rgft_jax.training import _components as parts
+
+    del model  # the probes draw their own (adapters are added to them)
+    a, fam, size = ctx.args, ctx.family(regime), ctx.batch_size(regime)
+    shape = (size, a.max_length)
+
+    def partition(m):
+        p = nnx.to_pure_dict(nnx.state(m, nnx.Param))
+        rules = parts.component_rules("heads", "component", fam.num_heads, p)
+        return p, rules, comp_lib.Partition.build(p, rules)
+
+    params, rules, part = partition(fam.model(seed))
+    nodes = search.layer_nodes(part)
+    full = parts.costs_for(part, params, fam.num_heads, fam.num_layers, shape, "mftc").full
+    batches = probe_batches(ctx, regime, seed, examples)
+    t0 = time.time()
+    fo = search.first_order(fam.model, nodes, rules=rules, batches=batches,
+                            candidates=MFTC_CANDIDATES, loss_fn=fam.card_loss(),
+                            lora_scale=MFTC_LORA_SCALE, seed=seed)
+    # The step costs of every candidate: on a model carrying the adapters of every node.
+    rank = max(r for k, r in map(search.candidate_kind, MFTC_CANDIDATES) if k == "lora")
+    adapted = fam.model(seed)
+    add_lora(adapted, targets=search._space.anchored([m for n in nodes for m in n.matrices]),
+             rank=rank, alpha=2.0 * rank, seed=seed)
+    p_l, _, part_l = partition(adapted)
+    costs = parts.costs_for(part_l, p_l, fam.num_heads, fam.num_layers, shape, "mftc")
+    nc = search.node_costs(part_l, costs.with_cache(hit_rate), nodes, MFTC_CANDIDATES,
+                           lora_rank=rank)
+    probe_steps = fo.flops / full
+    left = budget - probe_steps / steps
+    if left <= 0:
+        raise Infeasible(f"MFTC's first-order probe costs {probe_steps:.1f} full steps, "
+                         f"{probe_steps / steps:.3f} of the run's full-FT FLOPs > budget "
+                         f"{budget:g}")
+    try:
+        r = search.solve_flops(-fo.loss, fo.loss, costs=nc, budget=min(left, 1.0))
+    except ValueError as e:
+        raise Infeasible(f"MFTC's probe spends {probe_steps / steps:.3f} of the budget; "
+                         f"{str(e).splitlines()[0]}") from e
+    seconds = time.time() - t0
+    choice = [int(c) for c in r.choice]
+    return {"method": "searched",
+            "kwargs": {"choice": choice, "nodes": nodes, "candidates": MFTC_CANDIDATES,
+                       "lora_scale": MFTC_LORA_SCALE},
+            "configuration": ", ".join(f"{n.name}: {MFTC_CANDIDATES[c]}"
+                                       for n, c in zip(nodes, choice) if c),
+            "predicted_cost": r.cost, "budget_left": left,
+            "first_order": fo.loss.tolist(), "probe_steps": probe_steps,
+            "probe_examples": sum(len(next(iter(b.values()))) for b in batches),
+            "gflops": fo.flops / 1e9, "time_s": seconds}
 
 
 # ---------------------------------------------------------------------------- report
@@ -703,8 +794,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m recipes.arena", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma list of registered method names or layer_card (layer_card:N: "
-                        "its card probes N examples), each may end in +cache where the budget "
+                   help="comma list of registered method names, layer_card or mftc "
+                        "(layer_card:N, mftc:N: the probe reads N examples), each may end "
+                        "in +cache where the budget "
                         "can count the cache (full first is best: it is the reference)")
     p.add_argument("--budgets", default="0.3,0.45,0.6",
                    help="FLOPs fractions of full FT for methods with a budget")
@@ -734,7 +826,7 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=0, help="0: steps // 8")
     p.add_argument("--update-every", type=int, default=20, help="RGFT refresh interval")
     p.add_argument("--card-batches", type=int, default=1,
-                   help="layer_card: training batches the Layer Card probes")
+                   help="layer_card, mftc: training batches the probe reads")
     p.add_argument("--front", type=float, default=0.1,
                    help="rgft_front: fraction of the steps trained in full first")
     p.add_argument("--out", default="runs/arena")

@@ -16,15 +16,20 @@ Usable without a model: probe each single switch a few times, fit the predictor,
 (True, (4,))
 """
 
+from rgft_jax.search._flops import NodeCosts as NodeCosts
+from rgft_jax.search._flops import node_costs as node_costs
+from rgft_jax.search._flops import solve_flops as solve_flops
 from rgft_jax.search._predictor import LinearPredictor as LinearPredictor
 from rgft_jax.search._predictor import Prediction as Prediction
 from rgft_jax.search._predictor import PredictorScores as PredictorScores
 from rgft_jax.search._predictor import evaluate_predictor as evaluate_predictor
 from rgft_jax.search._predictor import fit_predictor as fit_predictor
 from rgft_jax.search._predictor import predict as predict
+from rgft_jax.search._probes import FirstOrder as FirstOrder
 from rgft_jax.search._probes import ProbeResult as ProbeResult
 from rgft_jax.search._probes import classification_eval as classification_eval
 from rgft_jax.search._probes import classification_loss as classification_loss
+from rgft_jax.search._probes import first_order as first_order
 from rgft_jax.search._probes import probe as probe
 from rgft_jax.search._solve import SearchResult as SearchResult
 from rgft_jax.search._solve import solve as solve
@@ -36,8 +41,10 @@ from rgft_jax.search._space import module_nodes as module_nodes
 
 __all__ = [
     "DEFAULT_CANDIDATES",
+    "FirstOrder",
     "LinearPredictor",
     "Node",
+    "NodeCosts",
     "Prediction",
     "PredictorScores",
     "ProbeResult",
@@ -46,10 +53,13 @@ __all__ = [
     "classification_eval",
     "classification_loss",
     "evaluate_predictor",
+    "first_order",
     "fit_predictor",
     "layer_nodes",
     "module_nodes",
+    "node_costs",
     "predict",
     "probe",
     "solve",
+    "solve_flops",
 ]

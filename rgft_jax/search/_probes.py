@@ -44,9 +44,11 @@ import optax
 from flax import nnx
 
 from rgft_jax._src import components as comp_lib
+from rgft_jax._src.budget import cost_flops
 from rgft_jax.search import _space
 
-__all__ = ["ProbeResult", "classification_eval", "classification_loss", "probe"]
+__all__ = ["FirstOrder", "ProbeResult", "classification_eval", "classification_loss",
+           "first_order", "probe"]
 
 
 class ProbeResult(NamedTuple):
@@ -97,6 +99,12 @@ class _Variant:
         def loss(p, batch):
             return loss_fn(nnx.merge(graphdef, p, rest), batch)
 
+        self._grad = jax.jit(jax.grad(loss))
+        self._grads: dict[Any, tuple[Any, float]] = {}  # batch shape -> (compiled, FLOPs)
+        self._l1 = jax.jit(lambda g: part.reduce(g, jnp.abs))
+        if optimizer is None:  # first-order only
+            return
+
         def step(params, opt_state, gate, batch):
             value, g = jax.value_and_grad(loss)(params, batch)
             u, opt_state = optimizer.update(g, opt_state, params)
@@ -104,21 +112,27 @@ class _Variant:
                              part.broadcast(gate, fill=1.0))
             return optax.apply_updates(params, u), opt_state, value
 
-        grad = jax.jit(jax.grad(loss))
-        l1 = jax.jit(lambda g: part.reduce(g, jnp.abs))
-
-        def first_order(params, batches):
-            g = grad(params, batches[0])
-            for b in batches[1:]:
-                g = jax.tree.map(jnp.add, g, grad(params, b))
-            # Per component: ||g||_1, the loss decrease of a unit sign step (Adam's early
-            # steps are about -lr * sign(g)); the gate is linear in it.
-            return l1(jax.tree.map(lambda x: x / len(batches), g))
-
         self.init = jax.jit(optimizer.init)
         self.step = jax.jit(step, donate_argnums=(0, 1))
         self.eval = jax.jit(lambda p, b: eval_fn(nnx.merge(graphdef, p, rest), b))
-        self.first_order = first_order
+
+    def first_order(self, batches) -> tuple[np.ndarray, float]:
+        r"""Per component :math:`\lVert g \rVert_1` of the gradient averaged over ``batches``
+        (device batches), and XLA's FLOP count of those gradients."""
+        g, flops = None, 0.0
+        for b in batches:
+            shape = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in b.items()))
+            if shape not in self._grads:  # one compile per batch shape, counted by XLA
+                run = self._grad.lower(self.params, b).compile()
+                self._grads[shape] = (run, cost_flops(run))
+            run, f = self._grads[shape]
+            flops += f
+            gb = run(self.params, b)
+            g = gb if g is None else jax.tree.map(jnp.add, g, gb)
+        # Per component: ||g||_1, the loss decrease of a unit sign step (Adam's early steps
+        # are about -lr * sign(g)); the gate is linear in it.
+        per_comp = self._l1(jax.tree.map(lambda x: x / len(batches), g))
+        return np.asarray(per_comp, np.float64), flops
 
     def _split(self, model, seed):
         if self.rank:
@@ -165,6 +179,93 @@ def _runs_on(kind: str, r: int, rank: int, variant: int) -> bool:
     """Whether switch ``(kind, r)`` is probed on the model of ``rank`` (index ``variant``):
     LoRA on its own rank's model, sparse switches on the first model."""
     return (kind == "lora" and r == rank) or (kind == "sparse" and variant == 0)
+
+
+def _first_order_cells(out: np.ndarray, var: _Variant, variant: int, nodes, kinds,
+                       per_comp: np.ndarray, scale: float, lora_scale: float) -> None:
+    """Fills ``out[i, j] = -scale * per_comp . gate_ij`` for the switches of ``var``."""
+    for i, node in enumerate(nodes):
+        for j, (kind, r) in enumerate(kinds):
+            if _runs_on(kind, r, var.rank, variant):
+                out[i, j] = -scale * float(per_comp @ var.gate(node, kind, lora_scale))
+
+
+class FirstOrder(NamedTuple):
+    """The first-order estimate of every single switch, from :func:`first_order`."""
+
+    loss: np.ndarray  # float64 [m, n]: -steps * lr * |gate_ij * g|_1 (column 'off': 0)
+    flops: float  # XLA's FLOP count of the gradients computed (every model, every batch)
+    seconds: float  # wall time (compilation included)
+    nodes: tuple[_space.Node, ...]
+    candidates: tuple[str, ...]
+
+
+def first_order(
+    make_model: Callable[[int], nnx.Module],
+    nodes: Sequence[_space.Node],
+    *,
+    rules: Sequence[comp_lib.Rule],
+    batches: Sequence[Mapping[str, Any]],
+    candidates: Sequence[str] = _space.DEFAULT_CANDIDATES,
+    loss_fn: Callable[[Any, Any], jax.Array] = classification_loss,
+    steps: int = 1,
+    lr: float = 1.0,
+    lora_scale: float = 1.0,
+    lora_alpha_ratio: float = 2.0,
+    seed: int = 0,
+) -> FirstOrder:
+    r"""The first-order estimate of every switch's loss change, without fine-tuning.
+
+    One gradient of the base network, averaged over ``batches``, per model: one carrying
+    rank-``r`` adapters on every node's matrices per LoRA rank (the first one also gives the
+    ``'sparse'`` switches: the adapters' ``B`` starts at zero), or the plain model when
+    there is no LoRA candidate: :math:`\hat b^L_{ij} = -\texttt{steps} \cdot \texttt{lr}
+    \cdot \lVert \mathrm{gate}_{ij} \odot g \rVert_1` (see the module docstring). This is what
+    :func:`probe` computes besides its measured probes, at the cost of ``len(batches)``
+    gradients per model: cheap enough to choose a configuration inside a training budget.
+
+    Args:
+      make_model: ``seed -> model`` (a fresh model per call: adapters are added to it).
+      nodes: the search space's nodes.
+      rules: component rules of the partition the nodes were built on.
+      batches: host batches the gradient is averaged over (at least one).
+      candidates: candidate names, ``'off'`` first.
+      loss_fn: ``(model, batch) -> scalar loss``.
+      steps, lr: the estimate's scale (``steps`` sign steps of size ``lr``); the ranking
+        does not depend on them.
+      lora_scale: LoRA adapters' learning rate over the rest's.
+      lora_alpha_ratio: LoRA ``alpha = ratio * rank``.
+      seed: the models' seed (task head, adapters).
+
+    Returns:
+      A :class:`FirstOrder`.
+
+    """
+    cands = _space.check_candidates(candidates)
+    nodes = tuple(nodes)
+    if not nodes:
+        raise ValueError("first_order: nodes is empty; allowed: at least one Node.")
+    batches = [_as_device(b) for b in batches]
+    if not batches:
+        raise ValueError("first_order: batches is empty; allowed: at least one batch.")
+    for name, v in (("steps", steps), ("lr", lr), ("lora_scale", lora_scale),
+                    ("lora_alpha_ratio", lora_alpha_ratio)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"first_order: {name}={v!r}; allowed: a number > 0.")
+    kinds = [_space.candidate_kind(c) for c in cands]
+    # As in probe: sparse switches read the first model (adapters' B starts at 0, so the base
+    # weights' gradient is the plain model's).
+    ranks = sorted({r for k, r in kinds if k == "lora"}) or [0]
+    out = np.zeros((len(nodes), len(cands)))
+    flops, t0 = 0.0, time.perf_counter()
+    for vi, rank in enumerate(ranks):
+        var = _Variant(make_model(seed), rank, nodes, rules, None, loss_fn, None,
+                       lora_alpha_ratio, seed)
+        per_comp, f = var.first_order(batches)
+        flops += f
+        _first_order_cells(out, var, vi, nodes, kinds, per_comp, float(steps * lr),
+                           float(lora_scale))
+    return FirstOrder(out, flops, time.perf_counter() - t0, nodes, cands)
 
 
 def probe(
@@ -250,14 +351,10 @@ def probe(
             var = variants[rank]
             if rep == 0:  # first-order estimate: one averaged gradient per model
                 t1 = time.perf_counter()
-                per_comp = np.asarray(var.first_order(
-                    var.params, batches[:first_order_batches]), np.float64)
+                per_comp, _ = var.first_order(batches[:first_order_batches])
+                _first_order_cells(first, var, vi, nodes, kinds, per_comp,
+                                   steps * first_order_lr, lora_scale)
                 t_first += time.perf_counter() - t1
-                for i, node in enumerate(nodes):
-                    for j, (kind, r) in enumerate(kinds):
-                        if _runs_on(kind, r, rank, vi):
-                            first[i, j] = -steps * first_order_lr * float(
-                                per_comp @ var.gate(node, kind, lora_scale))
             if vi == 0:
                 base_acc[rep], base_loss[rep] = var.run(var.gate(None, "off", 1.0), batches,
                                                         eval_set)

