@@ -177,7 +177,7 @@ def solve_flops(
             best = r
     if best is None:
         cheapest = float(costs.tail[n_layers])
-        raise ValueError(f"solve_flops: budget={budget!r} ({limit:.4g} FLOPs) fits no "
+        raise ValueError(f"solve_flops: budget={budget:.6g} ({limit:.4g} FLOPs) fits no "
                          f"configuration; the cheapest step (every node off) costs "
                          f"{cheapest:.4g} = {cheapest / costs.full:.4g} of a full step.")
     return best._replace(cost=costs.step_cost(best.choice) / costs.full, bound=bound,
