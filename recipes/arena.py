@@ -347,6 +347,7 @@ class Encoder:
     task = "classification"
 
     def __init__(self, args):
+        self.batch_size, self.examples = args.batch_size, args.low_data_examples
         t = demo.ClassificationTask(
             demo.DemoConfig(out=os.path.join(args.out, "demo"), max_length=args.max_length))
         self.model_dir, self.cfg, self.labels = t.model_dir, t.config, t.label_names
@@ -389,6 +390,7 @@ class Decoder:
         from rgft_jax import data
         from rgft_jax.models import llama
 
+        self.batch_size, self.examples = args.lm_batch_size, args.lm_examples
         path = demo.default_lm_path(demo.DemoConfig(model=args.lm, task="instruct"))
         self.model_dir = path
         self.base = llama.from_pretrained(path)
@@ -451,12 +453,11 @@ class Context:
         return self.families[kind]
 
     def batch_size(self, regime: str) -> int:
-        return self.args.lm_batch_size if regime == "instruct" else self.args.batch_size
+        return self.family(regime).batch_size
 
     def examples(self, regime: str) -> int:
         """The training examples of a multi-epoch regime's fixed subset."""
-        a = self.args
-        return a.lm_examples if regime == "instruct" else a.low_data_examples
+        return self.family(regime).examples
 
     def train_source(self, regime: str):
         fam = self.family(regime)
@@ -608,15 +609,14 @@ def card_placement(ctx: Context, model, regime: str, seed: int, steps: int, budg
     Raises:
       Infeasible: when no set of layers fits what the probe leaves of the budget.
     """
-    import numpy as np
-
     from rgft_jax import layer_card
 
     a, fam, size = ctx.args, ctx.family(regime), ctx.batch_size(regime)
     batches = probe_batches(ctx, regime, seed, examples)
     if fam.task != "classification":  # Sigma's rows: every real token, no padding
-        batches = [{**b, "attention_mask": (np.asarray(b["segment_ids"]) > 0).astype(np.int32)}
-                   for b in batches]
+        from recipes.layer_card import token_mask
+
+        batches = [token_mask(b) for b in batches]
     t0 = time.time()
     # The placement reads Res and the costs only: no coupling sketches, no eigenvalues
     # (MiniLM, one batch: 2.18 -> 1.64 full steps, 73 -> 13 s on the 2-core CPU).

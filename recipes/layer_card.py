@@ -155,6 +155,12 @@ class _Task:
         return s / max(n, 1.0)
 
 
+def token_mask(batch):
+    """``batch`` with ``attention_mask`` on every real token of its packed rows (the
+    instruction prompt's too, no padding): the rows of the card's Σ on a causal LM."""
+    return {**batch, "attention_mask": (np.asarray(batch["segment_ids"]) > 0).astype(np.int32)}
+
+
 def lm_loss(model, batch):
     """Mean next-token cross-entropy of a causal LM over the rows' ``loss_mask`` (packed
     documents kept apart by ``segment_ids``): the tweets' LM loss, or the instruction loss
@@ -216,9 +222,7 @@ class _LMTask:
         keys = ("input_ids", "targets", "loss_mask", "segment_ids")
         out = [{k: np.stack([r[k] for r in rows[i:i + cfg.batch_size]]) for k in keys}
                for i in range(0, len(rows) - cfg.batch_size + 1, cfg.batch_size)]
-        for b in out:  # Σ's rows: every real token (instruct: the prompt's too), no padding
-            b["attention_mask"] = (b["segment_ids"] > 0).astype(np.int32)
-        return out
+        return [token_mask(b) for b in out]
 
     def card(self, task: str, seed: int, skip: int = 0):
         from rgft_jax import layer_card
