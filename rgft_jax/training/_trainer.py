@@ -287,6 +287,14 @@ class Trainer:
                            and self.partition is not None
                            and getattr(method, "gamma", 0.0) == 0.0)
         self._probe_advance: int | None = None  # a probe step whose advance waits for its mask
+        # A fixed mask is installed by the first update (a probe step); the host knows it in
+        # advance, so that probe fills the cache at the cut of the mask it installs and its
+        # examples do not make every later batch that holds one miss.
+        self._first_mask = None
+        if (self.activation_cache is not None and self._hard_mask
+                and method.policy == "fixed"):
+            self._first_mask = np.asarray(
+                method.initial_mask(self.partition, params, target_ratio)) > 0
         self._data_repeats = False  # set by fit: the run sees its examples again
         self._cache: CompileCache[_Compiled] = CompileCache(config.max_compiled)
         self.history: list[dict[str, Any]] = []
@@ -496,8 +504,11 @@ class Trainer:
             # it refreshes: it fills the rows it lacks there. They stay valid when the mask
             # it applies keeps that cut (_advance_probe), so examples first seen in a probe
             # do not make every later batch that holds one miss.
+            mask = self._tracker.mask
+            if self._first_mask is not None and self._tracker.step == 0:
+                mask = self._first_mask  # the fixed mask this first update installs
             cut = self.activation_cache.cut(patterns.update_pattern(
-                self.partition, self._tracker.mask, self.base_pattern))
+                self.partition, mask, self.base_pattern))
             if cut is None or all(self.activation_cache.valid(i, cut)
                                   for i in np.asarray(ids).reshape(-1)):
                 return None, None

@@ -316,3 +316,23 @@ def test_rgft_probes_invalidate_only_what_their_hard_mask_updates():
     assert on["cache_hit_steps"] >= 3, on
     for h_on, h_off in zip(runs[True].history, runs[False].history):
         np.testing.assert_allclose(h_on["loss"], h_off["loss"], rtol=1e-5)
+
+
+def test_a_fixed_masks_first_probe_fills_at_the_cut_it_installs():
+    """A fixed mask (modules, searched, random / magnitude masks) is installed by its first
+    update, a probe step: that probe fills the cache at the installed mask's cut, so the
+    run hits as often as top-k on the same layer (before: the probe's examples missed in every
+    later epoch's batches that held one); params equal the uncached run's."""
+    params = host(_trainer(methods.full(), 2, False).state.params)
+    part = methods.modules(mask=[True]).partition(params, NUM_HEADS)
+    top = [c.layer == LAYERS - 1 for c in part.components]
+    steps = 6  # 3 epochs of 2 batches
+    runs = {}
+    for cache in (False, True):
+        tr = _trainer(methods.modules(mask=top, learning_rate=1e-2), steps, cache)
+        tr.fit(_iter())
+        runs[cache] = tr
+    _close(host(runs[True].state.params), host(runs[False].state.params))
+    on = runs[True].summary()
+    assert on["probe_steps"] == 1
+    assert (on["cache_fill_steps"], on["cache_hit_steps"]) == (2, 4)
