@@ -12,7 +12,8 @@ kept between machines): ``--cells docs/arena/cells.jsonl`` extends them or, with
 
 Protocol, per regime and per (method, budget):
 
-1. *LR sweep*: the first seed at every learning rate of ``--lrs`` (one value: no sweep);
+1. *LR sweep*: the first seed at every learning rate of ``--lrs`` (one value: no sweep; a
+   method of ``--method-lrs`` sweeps its own grid);
    with ``--sweep-in REGIME`` only that regime sweeps and the others reuse its winner;
 2. the winner (best final validation accuracy of the sweep) at every seed of ``--seeds``
    (the sweep's cell at the winner is reused, not rerun).
@@ -816,6 +817,9 @@ def parse_args(argv=None):
     p.add_argument("--lrs", default="1e-4,3e-4,1e-3",
                    help="LR sweep grid (one value: no sweep; 'default': each method's "
                         "DEFAULT_LR)")
+    p.add_argument("--method-lrs", default="", metavar="NAME=LR,LR;...",
+                   help="per-method LR grids replacing --lrs for those methods, e.g. "
+                        "'lora=1e-3,3e-3;bitfit=1e-3,3e-3' (PEFT wants larger rates)")
     p.add_argument("--sweep-in", default=None, metavar="REGIME",
                    help="sweep only in this regime (listed first in --regimes); the others "
                         "run each (method, budget) at the LR its sweep there chose")
@@ -881,6 +885,17 @@ def parse_args(argv=None):
         p.error("--seeds: at least one seed.")
     if a.lr_grid is not None and (not a.lr_grid or any(not lr > 0 for lr in a.lr_grid)):
         p.error(f"--lrs {a.lrs!r}: learning rates must be > 0.")
+    a.method_lr_grid = {}
+    for entry in filter(None, (e.strip() for e in a.method_lrs.split(";"))):
+        name, _, grid = entry.partition("=")
+        try:
+            lrs = tuple(float(x) for x in grid.split(","))
+        except ValueError:
+            lrs = ()
+        if not name.strip() or not lrs or any(not lr > 0 for lr in lrs):
+            p.error(f"--method-lrs {entry!r}: allowed: NAME=LR[,LR...] with learning rates "
+                    "> 0, entries separated by ';'.")
+        a.method_lr_grid[name.strip()] = lrs
     if a.sweep_in is not None and (a.sweep_in not in a.regimes
                                    or a.regimes[0] != a.sweep_in):
         p.error(f"--sweep-in {a.sweep_in!r}: must be the first of --regimes "
@@ -947,7 +962,8 @@ def main(argv=None) -> int:
                 print(note, flush=True)
                 skipped.append(note)
             return (DEFAULT_LR.get(method, 3e-4),)
-        return a.lr_grid or (DEFAULT_LR.get(method, 3e-4),)
+        return (a.method_lr_grid.get(method) or a.lr_grid
+                or (DEFAULT_LR.get(method, 3e-4),))
     final = run_protocol(store, a.regimes, groups(a.methods, a.budgets), lrs, a.seeds,
                          run, skipped=skipped)
     payload = write_outputs(a.out, final, command=command,

@@ -111,6 +111,26 @@ def test_report_only_uses_the_stored_cells(tmp_path, monkeypatch):
     assert len(arena.load_cells(str(out / "cells.jsonl"))) == 2
 
 
+def test_a_method_sweeps_its_own_lr_grid(tmp_path):
+    # --method-lrs: LoRA sweeps {1e-3, 3e-3} where the others sweep --lrs {3e-4, 1e-3}.
+    out = tmp_path / "arena"
+    store = arena.CellStore(str(out / "cells.jsonl"))
+    rec = lambda acc: {"accuracy": acc, "gflops_total": 10.0,  # noqa: E731
+                       "train_time_s": 2.0, "evals": [], "history": []}
+    for method, lr, acc in (("full", 3e-4, 0.70), ("full", 1e-3, 0.60),
+                            ("lora", 1e-3, 0.65), ("lora", 3e-3, 0.72)):
+        store.run(dict(regime="low_data", method=method, budget=None, lr=lr, seed=0),
+                  lambda c, acc=acc: rec(acc))
+    argv = ["--report-only", "--out", str(out), "--methods", "full,lora", "--seeds", "0",
+            "--lrs", "3e-4,1e-3", "--regimes", "low_data"]
+    assert arena.main(argv + ["--method-lrs", "lora=1e-3,3e-3"]) == 0
+    md = (out / "arena.md").read_text()
+    assert "| low_data | full | - | 3e-04 | 1 | 0.7000 |" in md
+    assert "| low_data | lora | - | 3e-03 | 1 | 0.7200 |" in md
+    assert arena.main(argv) == 0  # without it, LoRA's grid is --lrs: its 3e-4 cell is missing
+    assert "lora @None: skipped, not run yet" in (out / "arena.md").read_text()
+
+
 def test_cells_file_elsewhere_is_read_and_extended(tmp_path):
     # --cells: the committed cells file is the store; --out only receives the report.
     cells = tmp_path / "committed" / "cells.jsonl"
@@ -258,6 +278,8 @@ def test_heuristics_are_everything_but_full_and_the_library():
     (["--lm-examples", "4"], "--lm-examples 4: must be at least one batch (8 examples)"),
     (["--budgets", "0,0.45"], "must be in"),
     (["--lrs", "-1"], "must be > 0"),
+    (["--method-lrs", "lora=0"], "--method-lrs 'lora=0': allowed: NAME=LR"),
+    (["--method-lrs", "lora"], "--method-lrs 'lora': allowed: NAME=LR"),
     (["--methods", "lisa+cache"], "<name>+cache for rgft, rgft_depth, rgft_layers, top_layers"),
     (["--card-batches", "0"], "--card-batches 0: must be an int >= 1"),
     (["--methods", "top_layers:4"], "'top_layers:4': only layer_card and mftc take a probe size"),
@@ -290,6 +312,8 @@ def test_reduced_run_flags_parse():
                           "--regimes", "low_data", "--steps", "40", "--lrs", "default"])
     assert (a.methods, a.budgets, a.seeds, a.regimes, a.steps, a.lr_grid) == (
         ("full", "rgft"), (0.45,), (0, 1, 2), ("low_data",), 40, None)
+    a = arena.parse_args(["--method-lrs", "lora=1e-3,3e-3; bitfit=3e-3", "--lrs", "1e-4"])
+    assert a.method_lr_grid == {"lora": (1e-3, 3e-3), "bitfit": (3e-3,)}
 
 
 def _real_model_argv(tmp_path, methods: str, budgets: str) -> list[str]:
