@@ -693,35 +693,26 @@ def mftc_placement(ctx: Context, model, regime: str, seed: int, steps: int, budg
 
     from rgft_jax import search
     from rgft_jax._src import components as comp_lib
-    from rgft_jax.adapters import add_lora
     from rgft_jax.training import _components as parts
 
-    del model  # the probes draw their own (adapters are added to them)
     a, fam, size = ctx.args, ctx.family(regime), ctx.batch_size(regime)
     shape = (size, a.max_length)
-
-    def partition(m):
-        p = nnx.to_pure_dict(nnx.state(m, nnx.Param))
-        rules = parts.component_rules("heads", "component", fam.num_heads, p)
-        return p, rules, comp_lib.Partition.build(p, rules)
-
-    params, rules, part = partition(fam.model(seed))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    rules = parts.component_rules("heads", "component", fam.num_heads, params)
+    part = comp_lib.Partition.build(params, rules)
     nodes = search.layer_nodes(part)
     full = parts.costs_for(part, params, fam.num_heads, fam.num_layers, shape, "mftc").full
     batches = probe_batches(ctx, regime, seed, examples)
     t0 = time.time()
+    # The probes draw their own models (adapters are added to them).
     fo = search.first_order(fam.model, nodes, rules=rules, batches=batches,
                             candidates=MFTC_CANDIDATES, loss_fn=fam.card_loss(),
                             lora_scale=MFTC_LORA_SCALE, seed=seed)
-    # The step costs of every candidate: on a model carrying the adapters of every node.
-    rank = max(r for k, r in map(search.candidate_kind, MFTC_CANDIDATES) if k == "lora")
-    adapted = fam.model(seed)
-    add_lora(adapted, targets=search._space.anchored([m for n in nodes for m in n.matrices]),
-             rank=rank, alpha=2.0 * rank, seed=seed)
-    p_l, _, part_l = partition(adapted)
-    costs = parts.costs_for(part_l, p_l, fam.num_heads, fam.num_layers, shape, "mftc")
-    nc = search.node_costs(part_l, costs.with_cache(hit_rate), nodes, MFTC_CANDIDATES,
-                           lora_rank=rank)
+    # The step costs of every candidate: on the probed model carrying every node's adapters.
+    costs = parts.costs_for(fo.partition, fo.params, fam.num_heads, fam.num_layers, shape,
+                            "mftc")
+    nc = search.node_costs(fo.partition, costs.with_cache(hit_rate), nodes, MFTC_CANDIDATES,
+                           lora_rank=fo.lora_rank)
     probe_steps = fo.flops / full
     left = left_after_probe("MFTC", probe_steps, steps, budget)
     try:

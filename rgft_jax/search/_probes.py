@@ -198,6 +198,13 @@ class FirstOrder(NamedTuple):
     seconds: float  # wall time (compilation included)
     nodes: tuple[_space.Node, ...]
     candidates: tuple[str, ...]
+    #: The partition of the last model probed: carrying rank-``lora_rank`` adapters on every
+    #: node's matrices (the largest LoRA rank among the candidates), or the plain model
+    #: (``lora_rank=None``): what :func:`~rgft_jax.search.node_costs` and the cost model
+    #: (over ``params``, that model's param shapes) read, without building it again.
+    partition: comp_lib.Partition
+    params: Any  # jax.ShapeDtypeStruct per param of that model
+    lora_rank: int | None
 
 
 def first_order(
@@ -265,7 +272,9 @@ def first_order(
         flops += f
         _first_order_cells(out, var, vi, nodes, kinds, per_comp, float(steps * lr),
                            float(lora_scale))
-    return FirstOrder(out, flops, time.perf_counter() - t0, nodes, cands)
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), var.params)
+    return FirstOrder(out, flops, time.perf_counter() - t0, nodes, cands, var.part, shapes,
+                      rank or None)
 
 
 def probe(

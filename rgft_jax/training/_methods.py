@@ -10,8 +10,9 @@ changes over the run):
   LoRA, BitFit, the top layers);
 * ``'refresh'``: probe steps (everything differentiated, error map observed) on mask
   refreshes, sparse steps between them (RGFT);
-* ``'fixed'``: one probe step that installs a fixed mask, sparse steps after it (random and
-  magnitude masks, DSCA modules);
+* ``'fixed'``: a mask known before training (:meth:`initial_mask`), installed by the Trainer
+  before the first step; every step sparse (random and magnitude masks, DSCA modules, a
+  searched configuration);
 * ``'schedule'``: the host decides every step's mask (and its probe steps) with the method's
   :meth:`make_schedule` and installs it in the tracker's mask; sparse steps (the anchors
   of :mod:`rgft_jax.training._anchors`: LISA, BAdam, AutoFreeze, GreenTrainer, ...).
@@ -372,7 +373,8 @@ class _Masked(Method):
     def build(self, params: Any, *, total_steps: int, num_heads: int, num_layers: int,
               target_ratio: float | None = None,
               batch_shape: tuple[int, int] | None = None) -> Plan:
-        """A fixed mask installed by the first update (``update_every=1``, no LR scaling)."""
+        """A fixed mask (``update_every=1``, no LR scaling): the Trainer installs
+        :meth:`initial_mask` before the first step (without it, the first update does)."""
         del num_layers, batch_shape
         part = self.partition(params, num_heads)
         mask = jnp.asarray(self.initial_mask(part, params, target_ratio))

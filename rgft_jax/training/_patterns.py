@@ -100,7 +100,7 @@ def mask_may_change(method: Any, count: int) -> bool:
     if getattr(method, "capacity", None) is not None and count == 0:
         return True  # the compact state's first update admits its first active set
     if method.policy == "fixed":
-        return count == 0  # the fixed mask is installed by the first update
+        return count == 0  # the first update installs it (or keeps the Trainer's)
     if method.policy == "schedule":
         return False  # the host installs the mask itself
     if method.policy == "refresh":
@@ -150,15 +150,18 @@ def next_pattern(
     Returns:
       ``(pattern, observe)``: probe steps (``observe=True``) differentiate every trainable
       leaf; they run on mask refreshes (which need every component's gradient), while the
-      mask is all active, and on the first step of fixed masks and compact states.
+      mask is all active, and on the first step of compact states and of fixed masks not
+      installed before it (the tracker's mask still all active).
     """
     full = tuple(base_pattern)
     if not method.uses_sparse_steps:
         return full, True
     mask = np.asarray(error_map.mask)
     count = int(error_map.step)
-    if count == 0 and (method.policy == "fixed"
-                       or getattr(method, "capacity", None) is not None):
+    # The device installs these first masks (the Trainer installs a fixed mask before the
+    # first step: that step is then sparse).
+    if count == 0 and (getattr(method, "capacity", None) is not None
+                       or (method.policy == "fixed" and np.all(mask > 0))):
         return full, True
     if method.policy == "refresh" and (_refreshes_next(method, count) or np.all(mask > 0)):
         return full, True

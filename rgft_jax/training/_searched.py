@@ -119,8 +119,8 @@ class Searched(_Masked):
     def build(self, params: Any, *, total_steps: int, num_heads: int, num_layers: int,
               target_ratio: float | None = None,
               batch_shape: tuple[int, int] | None = None) -> Plan:
-        """A fixed mask (installed by the first update); adapters' updates scaled by
-        ``lora_scale``."""
+        """A fixed mask (the Trainer installs it before the first step); adapters' updates
+        scaled by ``lora_scale``."""
         del num_layers, batch_shape, target_ratio
         part = self.partition(params, num_heads)
         mask = jnp.asarray(self.initial_mask(part, params))

@@ -287,14 +287,17 @@ class Trainer:
                            and self.partition is not None
                            and getattr(method, "gamma", 0.0) == 0.0)
         self._probe_advance: int | None = None  # a probe step whose advance waits for its mask
-        # A fixed mask is installed by the first update (a probe step); the host knows it in
-        # advance, so that probe fills the cache at the cut of the mask it installs and its
-        # examples do not make every later batch that holds one miss.
-        self._first_mask = None
-        if (self.activation_cache is not None and self._hard_mask
-                and method.policy == "fixed"):
-            self._first_mask = np.asarray(
-                method.initial_mask(self.partition, params, target_ratio)) > 0
+        self._tracker: _Tracker | None = None
+        self._stale = True  # the device's mask may differ from the tracker's
+        # A fixed mask is known before the first step: install it now, so that the first
+        # step is already a sparse step (a probe would differentiate everything to install
+        # what the host knows; a compact state admits its first active set on the device).
+        if (method.policy == "fixed" and method.uses_sparse_steps
+                and getattr(method, "capacity", None) is None):
+            mask = np.asarray(method.initial_mask(self.partition, params, target_ratio)) > 0
+            self.state = self.state._replace(
+                opt_state=anchors.install_mask(self.state.opt_state, mask))
+            self._tracker, self._stale = _Tracker(0, mask.astype(np.float32)), False
         self._data_repeats = False  # set by fit: the run sees its examples again
         self._cache: CompileCache[_Compiled] = CompileCache(config.max_compiled)
         self.history: list[dict[str, Any]] = []
@@ -307,8 +310,6 @@ class Trainer:
         self.error_history: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.module_history: list[dict[str, Any]] = []
         self._step = 0  # host mirror of state.step (reading the device's would sync)
-        self._tracker: _Tracker | None = None
-        self._stale = True  # the device's mask may differ from the tracker's
         self._memo: dict[bytes, patterns.Pattern] = {}
         self._pending: list[dict[str, Any]] = []  # dispatched, metrics still on device
         self._interval: _Interval | None = None
@@ -504,11 +505,8 @@ class Trainer:
             # it refreshes: it fills the rows it lacks there. They stay valid when the mask
             # it applies keeps that cut (_advance_probe), so examples first seen in a probe
             # do not make every later batch that holds one miss.
-            mask = self._tracker.mask
-            if self._first_mask is not None and self._tracker.step == 0:
-                mask = self._first_mask  # the fixed mask this first update installs
             cut = self.activation_cache.cut(patterns.update_pattern(
-                self.partition, mask, self.base_pattern))
+                self.partition, self._tracker.mask, self.base_pattern))
             if cut is None or all(self.activation_cache.valid(i, cut)
                                   for i in np.asarray(ids).reshape(-1)):
                 return None, None

@@ -11,6 +11,7 @@ import pytest
 
 from rgft_jax import data as rdata
 from rgft_jax.training import TrainConfig, Trainer, methods
+from rgft_jax.training import _anchors as anchors
 from rgft_jax.training import _cache as cache_lib
 from rgft_jax.training import _patterns as patterns
 from rgft_jax.training._accounting import Accounting, cache_mode
@@ -318,11 +319,11 @@ def test_rgft_probes_invalidate_only_what_their_hard_mask_updates():
         np.testing.assert_allclose(h_on["loss"], h_off["loss"], rtol=1e-5)
 
 
-def test_a_fixed_masks_first_probe_fills_at_the_cut_it_installs():
-    """A fixed mask (modules, searched, random / magnitude masks) is installed by its first
-    update, a probe step: that probe fills the cache at the installed mask's cut, so the
-    run hits as often as top-k on the same layer (before: the probe's examples missed in every
-    later epoch's batches that held one); params equal the uncached run's."""
+def test_a_fixed_mask_is_installed_before_the_first_step():
+    """A fixed mask (modules, searched, random / magnitude masks) is known before the first
+    step: the Trainer installs it, so the run has no probe step and its first step fills the
+    cache at the mask's cut (it hits as often as top-k on the same layer); params equal the
+    uncached run's."""
     params = host(_trainer(methods.full(), 2, False).state.params)
     part = methods.modules(mask=[True]).partition(params, NUM_HEADS)
     top = [c.layer == LAYERS - 1 for c in part.components]
@@ -334,5 +335,29 @@ def test_a_fixed_masks_first_probe_fills_at_the_cut_it_installs():
         runs[cache] = tr
     _close(host(runs[True].state.params), host(runs[False].state.params))
     on = runs[True].summary()
-    assert on["probe_steps"] == 1
+    assert on["probe_steps"] == 0
     assert (on["cache_fill_steps"], on["cache_hit_steps"]) == (2, 4)
+
+
+@pytest.mark.parametrize("make", [lambda top: methods.modules(mask=top, learning_rate=1e-2),
+                                  lambda top: methods.random_mask(0.3, learning_rate=1e-2)])
+def test_installing_a_fixed_mask_first_changes_the_cost_not_the_update(make):
+    """Before: the first update (a probe differentiating everything) installed the fixed
+    mask. Installed by the Trainer, the first step is sparse: the same params after it, at a
+    sparse step's FLOPs instead of a full step's."""
+    params = host(_trainer(methods.full(), 2, False).state.params)
+    part = methods.modules(mask=[True]).partition(params, NUM_HEADS)
+    top = [c.layer == LAYERS - 1 for c in part.components]
+    runs = {}
+    for installed in (True, False):
+        tr = _trainer(make(top), 2, False)
+        if not installed:  # the tracker's initial state: all active, the device installs
+            tr.state = tr.state._replace(opt_state=anchors.install_mask(
+                tr.state.opt_state, np.ones(len(tr.partition), np.float32)))
+            tr._tracker, tr._stale = None, True
+        tr.fit(_iter())
+        runs[installed] = tr
+    _close(host(runs[True].state.params), host(runs[False].state.params))
+    on, off = runs[True].summary(), runs[False].summary()
+    assert (on["probe_steps"], off["probe_steps"]) == (0, 1)
+    assert on["gflops_per_step"] < off["gflops_per_step"]

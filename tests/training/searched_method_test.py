@@ -136,6 +136,36 @@ def test_first_order_alone_equals_the_probes_estimate(probes):
                            batches=DATA, candidates=CANDS, lr=0)
 
 
+def test_first_order_carries_the_partition_and_shapes_of_its_adapted_model():
+    """What node_costs and the cost model read: the probed model carrying the largest LoRA
+    rank's adapters on every node's matrices (no need to build it again)."""
+    from flax import nnx
+
+    from rgft_jax.adapters import add_lora
+
+    nodes = _nodes(3)
+    cands = ("off", "sparse", "lora2", "lora4")
+    fo = search.first_order(lambda s: bert(3, seed=s), nodes, rules=_rules(_params(3)),
+                            batches=DATA, candidates=cands)
+    model = bert(3)
+    add_lora(model, targets=search._space.anchored([m for n in nodes for m in n.matrices]),
+             rank=4, alpha=8.0)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    assert fo.lora_rank == 4
+    assert [c.name for c in fo.partition.components] == [
+        c.name for c in comp_lib.Partition.build(params, _rules(params)).components]
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), fo.params) == jax.tree.map(
+        lambda x: (x.shape, x.dtype), params)
+    expect = parts.costs_for(comp_lib.Partition.build(params, _rules(params)), params,
+                             NUM_HEADS, 3, (BATCH, 8), "test")
+    got = parts.costs_for(fo.partition, fo.params, NUM_HEADS, 3, (BATCH, 8), "test")
+    np.testing.assert_array_equal(got.dw, expect.dw)
+    plain = search.first_order(lambda s: bert(3, seed=s), nodes, rules=_rules(_params(3)),
+                               batches=DATA, candidates=("off", "sparse"))
+    assert plain.lora_rank is None and len(plain.partition) == len(
+        comp_lib.Partition.build(_params(3), _rules(_params(3))))
+
+
 def test_node_costs_match_the_component_cost_model():
     """A sparse choice's step cost is the cost model's for the mask of its layers' blocks;
     a LoRA choice costs its adapters' weight gradients and the backward from its layer."""
