@@ -192,7 +192,8 @@ class Trainer:
         (``num_blocks`` is filled in) or a config for exactly this partition. Every probe step
         sketches the full gradient and updates the module library
         (:attr:`module_history`); the blocks are the method's components (the ``'heads'``
-        components for methods without a mask).
+        components for methods without a mask). A sparse fixed mask never probes (it is
+        installed before the first step): ``ValueError``.
       batch_shape: ``(batch, seq_len)`` of the training batches; needed by the cost model
         of budgeted RGFT.
       dsca_adjust: with ``dsca``, act on the diagnostics after every DSCA update (MFTC
@@ -340,6 +341,13 @@ class Trainer:
     def _init_dsca(self, dsca: Any, params: Any, num_heads: int) -> Any:
         if dsca is None:
             return None
+        if (self.method.policy == "fixed" and self.method.uses_sparse_steps
+                and getattr(self.method, "capacity", None) is None):
+            raise ValueError(
+                f"Trainer: dsca={dsca!r} observes probe steps (full gradients), but method "
+                f"{self.method.kind!r} installs its fixed mask before the first step and "
+                "never probes; allowed: dsca=None, or a method with probe steps (RGFT, "
+                "the anchors, dense methods, or sparse=False).")
         from rgft_jax import dsca as dsca_lib
         from rgft_jax._src import components as comp_lib
 

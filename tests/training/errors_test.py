@@ -61,3 +61,16 @@ def test_lora_targets_matching_nothing():
     with pytest.raises(ValueError, match=r"targets=.*attention/nothing\$.*match no Projection"):
         Trainer(bert(), method, TrainConfig(progress=False), num_heads=NUM_HEADS,
                 num_layers=NUM_LAYERS, num_classes=3)
+
+
+@pytest.mark.parametrize("method", [methods.random_mask(0.5), methods.magnitude_mask(0.5)])
+def test_dsca_with_a_fixed_mask_that_never_probes(method):
+    # A fixed mask is installed before the first step: no probe step ever feeds DSCA.
+    with pytest.raises(ValueError, match=r"Trainer: dsca=\{'num_modules': 2\}.*never probes; "
+                                         r"allowed: dsca=None"):
+        Trainer(bert(), method, TrainConfig(progress=False), num_heads=NUM_HEADS,
+                num_layers=NUM_LAYERS, num_classes=3, dsca={"num_modules": 2})
+    # Dense steps (sparse=False) observe every gradient: allowed.
+    Trainer(bert(), methods.random_mask(0.5, sparse=False), TrainConfig(progress=False),
+            num_heads=NUM_HEADS, num_layers=NUM_LAYERS, num_classes=3,
+            dsca={"num_modules": 2, "embed_dim": 2, "sketch_dim": 8})
