@@ -278,6 +278,10 @@ class Trainer:
         self.accounting = acc_lib.Accounting(patterns.count_params(params))
         if mesh is not None:
             params = jax.device_put(params, sharding.fsdp_shardings(params, mesh))
+        # A sparse fixed mask is known before the first step: the Trainer installs it (below),
+        # so such a run never probes (a compact state admits its first set on the device).
+        self._installs_mask = (method.policy == "fixed" and method.uses_sparse_steps
+                               and getattr(method, "capacity", None) is None)
         self.dsca_config = self.dsca_partition = None
         self.dsca_adjust, self.dsca_fallback = bool(dsca_adjust), False
         self.state = self._init_state(params)._replace(dsca=self._init_dsca(dsca, params,
@@ -290,11 +294,9 @@ class Trainer:
         self._probe_advance: int | None = None  # a probe step whose advance waits for its mask
         self._tracker: _Tracker | None = None
         self._stale = True  # the device's mask may differ from the tracker's
-        # A fixed mask is known before the first step: install it now, so that the first
-        # step is already a sparse step (a probe would differentiate everything to install
-        # what the host knows; a compact state admits its first active set on the device).
-        if (method.policy == "fixed" and method.uses_sparse_steps
-                and getattr(method, "capacity", None) is None):
+        # Installed now, the first step is already sparse (a probe would differentiate
+        # everything to install what the host knows).
+        if self._installs_mask:
             mask = np.asarray(method.initial_mask(self.partition, params, target_ratio)) > 0
             self.state = self.state._replace(
                 opt_state=anchors.install_mask(self.state.opt_state, mask))
@@ -341,8 +343,7 @@ class Trainer:
     def _init_dsca(self, dsca: Any, params: Any, num_heads: int) -> Any:
         if dsca is None:
             return None
-        if (self.method.policy == "fixed" and self.method.uses_sparse_steps
-                and getattr(self.method, "capacity", None) is None):
+        if self._installs_mask:
             raise ValueError(
                 f"Trainer: dsca={dsca!r} observes probe steps (full gradients), but method "
                 f"{self.method.kind!r} installs its fixed mask before the first step and "
