@@ -576,7 +576,7 @@ def run_cell(cell: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     extra = {"gflops_cum": card["gflops"], "train_time_s": card["time_s"]} if card else {}
     rec = {
         "accuracy": final["accuracy"], "macro_f1": final["macro_f1"], "steps": steps,
-        "gflops_per_step": s["gflops_per_step"], "gflops_full_step": s["gflops_full_step"],
+        "gflops_per_step": s["gflops_per_step"], "gflops_max_step": s["gflops_max_step"],
         "gflops_total": s["gflops_per_step"] * s["steps"] + extra.get("gflops_cum", 0.0),
         "train_time_s": s["train_time_s"] + extra.get("train_time_s", 0.0),
         "step_time_s": s["step_time_s"], "update_ratio": s["update_ratio"],

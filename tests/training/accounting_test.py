@@ -28,7 +28,7 @@ def test_summary_averages_over_the_steps_that_ran():
     assert s["steps"] == 4 and s["probe_steps"] == 2
     assert s["gflops_per_step"] == pytest.approx((2 * 10 + 2 * 4) / 4)
     assert s["matmul_gflops_per_step"] == pytest.approx((2 * 8 + 2 * 3) / 4)
-    assert s["gflops_full_step"] == pytest.approx(10.0)
+    assert s["gflops_max_step"] == pytest.approx(10.0)
     assert s["update_ratio"] == pytest.approx(0.75)
     assert s["peak_step_bytes"] == 500 and s["compilations"] == 2
     # Fresh intervals are left out of the means; the total keeps everything.
@@ -52,7 +52,7 @@ def test_per_step_views_expand_intervals():
 def test_empty_run():
     s = Accounting(10.0).summary()
     assert s["steps"] == 0 and s["update_ratio"] == 1.0
-    assert math.isnan(s["step_time_s"]) and math.isnan(s["gflops_full_step"])
+    assert math.isnan(s["step_time_s"]) and math.isnan(s["gflops_max_step"])
 
 
 def test_json_round_trip_and_older_per_step_times():
